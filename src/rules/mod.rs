@@ -1,0 +1,381 @@
+//! The rule pack: security rules as data, compiled once into one `RegexSet` per language.
+//!
+//! A scan runs the language's set over the comment-masked text (and a second set over the raw
+//! text for rules that target it) in one pass; only the patterns that matched then run again to
+//! find positions. Rust's `regex` is linear-time, so no rule or input can make a scan blow up.
+
+mod builtin;
+mod spec;
+
+pub use builtin::{builtin_specs, load_rule_dir, parse_rule_file};
+pub use spec::{Examples, Mode, RuleError, RuleFile, RuleSpec, Severity, Target};
+
+use crate::lang::Language;
+use crate::lexer::{Lexed, lex};
+use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// At most this many hits are reported per scan (a pathological file cannot flood the output).
+pub const MAX_HITS: usize = 256;
+const SIZE_LIMIT: usize = 64 << 20;
+
+/// A rule ready to run.
+#[derive(Debug)]
+pub struct CompiledRule {
+    pub spec: Arc<RuleSpec>,
+    patterns: Vec<Regex>,
+    unless: Vec<Regex>,
+}
+
+/// One place where a rule matched: the rule's index in the pack and the byte span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hit {
+    pub rule: u32,
+    pub start: u32,
+    pub end: u32,
+}
+
+#[derive(Debug, Default)]
+struct SetIndex {
+    set: Option<RegexSet>,
+    /// For each pattern of the set: (rule index, pattern index within the rule).
+    owners: Vec<(u32, u32)>,
+}
+
+#[derive(Debug, Default)]
+struct LangIndex {
+    masked: SetIndex,
+    raw: SetIndex,
+}
+
+/// A compiled, immutable rule pack. Changing rules means building a new pack.
+#[derive(Debug)]
+pub struct RulePack {
+    rules: Vec<CompiledRule>,
+    /// Index per language; `None` is text of unknown language (only `*` rules).
+    by_lang: BTreeMap<Option<Language>, LangIndex>,
+}
+
+fn build_regex(p: &str) -> Result<Regex, regex::Error> {
+    RegexBuilder::new(p).multi_line(true).size_limit(SIZE_LIMIT).build()
+}
+
+impl CompiledRule {
+    /// Compiles a rule's patterns without checking its examples.
+    ///
+    /// # Errors
+    /// A pattern that does not compile, or a field out of schema.
+    pub fn compile(spec: RuleSpec) -> Result<CompiledRule, RuleError> {
+        spec.check_fields()?;
+        let compile_all = |ps: &[String], what: &str| -> Result<Vec<Regex>, RuleError> {
+            ps.iter()
+                .map(|p| {
+                    build_regex(p).map_err(|e| RuleError::Pattern {
+                        rule: spec.id.clone(),
+                        what: what.to_string(),
+                        pattern: p.clone(),
+                        error: e.to_string(),
+                    })
+                })
+                .collect()
+        };
+        let patterns = compile_all(&spec.patterns, "pattern")?;
+        let unless = compile_all(&spec.unless, "unless pattern")?;
+        Ok(CompiledRule { spec: Arc::new(spec), patterns, unless })
+    }
+
+    /// Compiles a rule and runs its own examples: every insecure example must produce a hit,
+    /// no secure example may.
+    ///
+    /// # Errors
+    /// As [`CompiledRule::compile`], or the first example that does not behave.
+    pub fn compile_checked(spec: RuleSpec) -> Result<CompiledRule, RuleError> {
+        let rule = CompiledRule::compile(spec)?;
+        let lang = rule.spec.example_language();
+        for ex in &rule.spec.examples.insecure {
+            if rule.hits_in(ex, lang).is_empty() {
+                return Err(RuleError::Example {
+                    rule: rule.spec.id.clone(),
+                    problem: format!("insecure example does not match: {ex:?}"),
+                });
+            }
+        }
+        for ex in &rule.spec.examples.secure {
+            if !rule.hits_in(ex, lang).is_empty() {
+                return Err(RuleError::Example {
+                    rule: rule.spec.id.clone(),
+                    problem: format!("secure example matches: {ex:?}"),
+                });
+            }
+        }
+        Ok(rule)
+    }
+
+    /// Byte spans where this rule alone matches `text` lexed as `lang`.
+    #[must_use]
+    pub fn hits_in(&self, text: &str, lang: Option<Language>) -> Vec<(usize, usize)> {
+        let lexed = lex(text, lang);
+        let subject = self.subject(&lexed);
+        let mut out = Vec::new();
+        for p in 0..self.patterns.len() {
+            self.pattern_hits(p, subject, &mut |s, e| out.push((s, e)));
+        }
+        out
+    }
+
+    fn subject<'a>(&self, lexed: &'a Lexed<'_>) -> &'a str {
+        match self.spec.target {
+            Target::Raw => lexed.text,
+            Target::Masked => &lexed.masked,
+        }
+    }
+
+    fn pattern_hits(&self, p: usize, subject: &str, f: &mut dyn FnMut(usize, usize)) {
+        let Some(re) = self.patterns.get(p) else {
+            return;
+        };
+        for m in re.find_iter(subject) {
+            if m.start() == m.end() {
+                continue;
+            }
+            if !self.unless.is_empty() {
+                let ls = subject[..m.start()].rfind('\n').map_or(0, |i| i + 1);
+                let le = subject[m.end()..].find('\n').map_or(subject.len(), |i| m.end() + i);
+                let region = &subject[ls..le];
+                if self.unless.iter().any(|u| u.is_match(region)) {
+                    continue;
+                }
+            }
+            f(m.start(), m.end());
+        }
+    }
+}
+
+impl RulePack {
+    /// Builds a pack from compiled rules. Later rules with the same id replace earlier ones.
+    ///
+    /// # Errors
+    /// A language's combined pattern set exceeds the regex size limit.
+    pub fn new(rules: Vec<CompiledRule>) -> Result<RulePack, RuleError> {
+        let mut dedup: Vec<CompiledRule> = Vec::with_capacity(rules.len());
+        for r in rules {
+            if let Some(slot) = dedup.iter_mut().find(|x| x.spec.id == r.spec.id) {
+                *slot = r;
+            } else {
+                dedup.push(r);
+            }
+        }
+        let mut keys: Vec<Option<Language>> = Language::ALL.iter().copied().map(Some).collect();
+        keys.push(None);
+        let mut by_lang = BTreeMap::new();
+        for key in keys {
+            let mut masked = (Vec::new(), Vec::new());
+            let mut raw = (Vec::new(), Vec::new());
+            for (ri, r) in dedup.iter().enumerate() {
+                if !r.spec.applies_to(key) {
+                    continue;
+                }
+                let dst = match r.spec.target {
+                    Target::Masked => &mut masked,
+                    Target::Raw => &mut raw,
+                };
+                for (pi, p) in r.spec.patterns.iter().enumerate() {
+                    dst.0.push(p.as_str());
+                    dst.1.push((ri as u32, pi as u32));
+                }
+            }
+            let mk = |(pats, owners): (Vec<&str>, Vec<(u32, u32)>)| -> Result<SetIndex, RuleError> {
+                if pats.is_empty() {
+                    return Ok(SetIndex::default());
+                }
+                let set = RegexSetBuilder::new(&pats)
+                    .multi_line(true)
+                    .size_limit(SIZE_LIMIT)
+                    .dfa_size_limit(SIZE_LIMIT)
+                    .build()
+                    .map_err(|e| RuleError::Pack(e.to_string()))?;
+                Ok(SetIndex { set: Some(set), owners })
+            };
+            by_lang.insert(key, LangIndex { masked: mk(masked)?, raw: mk(raw)? });
+        }
+        Ok(RulePack { rules: dedup, by_lang })
+    }
+
+    /// The built-in pack (data/rules/ compiled into the binary).
+    ///
+    /// # Errors
+    /// Only if the shipped rule files are broken, which the test suite rules out.
+    pub fn builtin() -> Result<RulePack, RuleError> {
+        let specs = builtin_specs()?;
+        let rules = specs.into_iter().map(CompiledRule::compile).collect::<Result<Vec<_>, _>>()?;
+        RulePack::new(rules)
+    }
+
+    /// The rules in the pack.
+    #[must_use]
+    pub fn rules(&self) -> &[CompiledRule] {
+        &self.rules
+    }
+
+    /// The rule behind a hit.
+    #[must_use]
+    pub fn rule(&self, index: u32) -> Option<&RuleSpec> {
+        self.rules.get(index as usize).map(|r| r.spec.as_ref())
+    }
+
+    /// Finds every rule hit in lexed text (at most [`MAX_HITS`]), ordered by position.
+    #[must_use]
+    pub fn scan(&self, lexed: &Lexed<'_>, lang: Option<Language>) -> Vec<Hit> {
+        let mut hits = Vec::new();
+        let Some(idx) = self.by_lang.get(&lang) else {
+            return hits;
+        };
+        for (si, subject) in [(&idx.masked, &*lexed.masked), (&idx.raw, lexed.text)] {
+            let Some(set) = &si.set else { continue };
+            for m in set.matches(subject).iter() {
+                let Some(&(ri, pi)) = si.owners.get(m) else { continue };
+                let Some(rule) = self.rules.get(ri as usize) else { continue };
+                rule.pattern_hits(pi as usize, subject, &mut |s, e| {
+                    hits.push(Hit { rule: ri, start: s as u32, end: e as u32 });
+                });
+            }
+        }
+        hits.sort_by_key(|h| (h.start, h.rule, h.end));
+        hits.dedup_by_key(|h| (h.rule, h.start));
+        hits.truncate(MAX_HITS);
+        hits
+    }
+}
+
+/// Maps byte offsets to 1-based lines and columns counted in Unicode scalar values.
+#[derive(Debug)]
+pub struct LineIndex<'a> {
+    text: &'a str,
+    starts: Vec<usize>,
+}
+
+/// A 1-based position; `column` counts characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Position {
+    pub line: u32,
+    pub column: u32,
+}
+
+impl<'a> LineIndex<'a> {
+    #[must_use]
+    pub fn new(text: &'a str) -> LineIndex<'a> {
+        let mut starts = vec![0];
+        starts.extend(text.bytes().enumerate().filter(|(_, b)| *b == b'\n').map(|(i, _)| i + 1));
+        LineIndex { text, starts }
+    }
+
+    /// Position of a byte offset (clamped to the text, moved back to a char boundary).
+    #[must_use]
+    pub fn position(&self, offset: usize) -> Position {
+        let mut off = offset.min(self.text.len());
+        while !self.text.is_char_boundary(off) {
+            off -= 1;
+        }
+        let line = self.starts.partition_point(|s| *s <= off).max(1);
+        let ls = self.starts[line - 1];
+        let column = self.text[ls..off].chars().count() + 1;
+        Position { line: line as u32, column: column as u32 }
+    }
+
+    /// Number of lines.
+    #[must_use]
+    pub fn lines(&self) -> usize {
+        self.starts.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(id: &str, pats: &[&str], unless: &[&str], target: Target) -> RuleSpec {
+        RuleSpec {
+            id: id.to_string(),
+            languages: vec!["python".to_string()],
+            cwe: "CWE-89".to_string(),
+            severity: Severity::High,
+            message: "m".to_string(),
+            patterns: pats.iter().map(|s| s.to_string()).collect(),
+            unless: unless.iter().map(|s| s.to_string()).collect(),
+            target,
+            mode: Mode::Enforce,
+            examples: Examples::default(),
+        }
+    }
+
+    #[test]
+    fn comments_never_fire_masked_rules_but_raw_rules_see_them() {
+        let pack = RulePack::new(vec![
+            CompiledRule::compile(rule("t.masked", &[r"os\.system\("], &[], Target::Masked)).expect("compiles"),
+            CompiledRule::compile(rule("t.raw", &[r"TODO: remove"], &[], Target::Raw)).expect("compiles"),
+        ])
+        .expect("pack");
+        let src = "# os.system(x)  TODO: remove\nrun()";
+        let lx = lex(src, Some(Language::Python));
+        let hits = pack.scan(&lx, Some(Language::Python));
+        let ids: Vec<_> = hits.iter().filter_map(|h| pack.rule(h.rule)).map(|r| r.id.as_str()).collect();
+        assert_eq!(ids, ["t.raw"]);
+        let lx = lex("os.system(x)\n", Some(Language::Python));
+        assert_eq!(pack.scan(&lx, Some(Language::Python)).len(), 1);
+        // Not for other languages.
+        let lx = lex("os.system(x)\n", Some(Language::Go));
+        assert!(pack.scan(&lx, Some(Language::Go)).is_empty());
+    }
+
+    #[test]
+    fn unless_suppresses_on_the_same_line_only() {
+        let r = CompiledRule::compile(rule("t.tls", &[r"requests\.get\("], &[r"verify=True"], Target::Masked))
+            .expect("compiles");
+        assert!(r.hits_in("requests.get(u, verify=True)", Some(Language::Python)).is_empty());
+        assert_eq!(r.hits_in("requests.get(u)\nverify=True", Some(Language::Python)).len(), 1);
+    }
+
+    #[test]
+    fn checked_compile_runs_examples() {
+        let mut s = rule("t.x", &[r"eval\("], &[], Target::Masked);
+        s.examples.insecure = vec!["eval(x)".into()];
+        s.examples.secure = vec!["evaluate(x)".into()];
+        assert!(CompiledRule::compile_checked(s.clone()).is_ok());
+        s.examples.secure.push("eval(1)".into());
+        assert!(matches!(CompiledRule::compile_checked(s), Err(RuleError::Example { .. })));
+        let bad = rule("t.bad", &[r"(unclosed"], &[], Target::Masked);
+        assert!(matches!(CompiledRule::compile(bad), Err(RuleError::Pattern { .. })));
+    }
+
+    #[test]
+    fn later_rules_replace_earlier_ones_with_the_same_id() {
+        let a = CompiledRule::compile(rule("t.same", &["aaa"], &[], Target::Masked)).expect("compiles");
+        let b = CompiledRule::compile(rule("t.same", &["bbb"], &[], Target::Masked)).expect("compiles");
+        let pack = RulePack::new(vec![a, b]).expect("pack");
+        assert_eq!(pack.rules().len(), 1);
+        let lx = lex("aaa bbb", Some(Language::Python));
+        let hits = pack.scan(&lx, Some(Language::Python));
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].start, 4);
+    }
+
+    #[test]
+    fn positions_are_one_based_in_characters() {
+        let text = "é = 1\nab→cd\n";
+        let li = LineIndex::new(text);
+        assert_eq!(li.position(0), Position { line: 1, column: 1 });
+        assert_eq!(li.position(2), Position { line: 1, column: 2 });
+        let off = text.find("cd").expect("present");
+        assert_eq!(li.position(off), Position { line: 2, column: 4 });
+        assert_eq!(li.position(1), Position { line: 1, column: 1 });
+        assert_eq!(li.position(999).line, 3);
+    }
+
+    #[test]
+    fn builtin_pack_compiles() {
+        let pack = RulePack::builtin().expect("built-in rules compile");
+        assert!(pack.rules().len() >= 120, "only {} rules", pack.rules().len());
+    }
+}
