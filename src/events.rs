@@ -1,0 +1,192 @@
+//! The events of the log. Every state change is one of these, appended to the store with a
+//! sequence number and the wall-clock time of its append; weights, policies and keys are views
+//! computed from them in sequence order.
+
+use crate::features::Features;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+/// What a user did with a candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Accepted,
+    Rejected,
+    ReportedInsecure,
+    ReportedSafe,
+}
+
+impl Outcome {
+    pub const ALL: [Outcome; 4] =
+        [Outcome::Accepted, Outcome::Rejected, Outcome::ReportedInsecure, Outcome::ReportedSafe];
+
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Accepted => "accepted",
+            Outcome::Rejected => "rejected",
+            Outcome::ReportedInsecure => "reported_insecure",
+            Outcome::ReportedSafe => "reported_safe",
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Outcome {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Outcome::ALL.into_iter().find(|o| o.name() == s).ok_or_else(|| {
+            format!("unknown outcome {s:?}; expected one of accepted, rejected, reported_insecure, reported_safe")
+        })
+    }
+}
+
+/// One candidate as served: what learning and review need later, never the raw code unless
+/// `retain_text` asked for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CandidateRecord {
+    pub id: String,
+    /// The risk served.
+    pub risk: f32,
+    /// Whether enforced rules had findings on it.
+    pub flagged: bool,
+    pub features: Features,
+    /// Rule ids that hit (for review and explanation).
+    pub rules: Vec<String>,
+    /// Raw text, only when retention is configured.
+    pub text: Option<String>,
+}
+
+/// A rank request as served.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Impression {
+    pub request_id: String,
+    pub user_id: String,
+    /// The API key that made the request.
+    pub key_id: String,
+    pub model_version: String,
+    pub language: Option<String>,
+    pub prompt_risk: f32,
+    pub candidates: Vec<CandidateRecord>,
+}
+
+impl Impression {
+    #[must_use]
+    pub fn candidate(&self, id: &str) -> Option<&CandidateRecord> {
+        self.candidates.iter().find(|c| c.id == id)
+    }
+}
+
+/// Feedback as a client sends it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FeedbackIn {
+    pub request_id: String,
+    pub candidate_id: String,
+    pub outcome: Outcome,
+}
+
+/// Feedback as logged: the client's event joined with what was served, so the log alone
+/// replays learning (even after the impression is compacted away).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeedbackEvent {
+    pub request_id: String,
+    pub candidate_id: String,
+    pub outcome: Outcome,
+    /// `None` once the user was erased.
+    pub user_id: Option<String>,
+    pub risk: f32,
+    pub flagged: bool,
+    pub features: Features,
+    pub model_version: String,
+}
+
+/// Scope of an API key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Plugin,
+    Admin,
+}
+
+impl Scope {
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Scope::Plugin => "plugin",
+            Scope::Admin => "admin",
+        }
+    }
+}
+
+impl FromStr for Scope {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "plugin" => Ok(Scope::Plugin),
+            "admin" => Ok(Scope::Admin),
+            _ => Err(format!("unknown scope {s:?}; expected plugin or admin")),
+        }
+    }
+}
+
+/// The body of one logged event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum EventBody {
+    Impression(Impression),
+    Feedback(FeedbackEvent),
+    /// An admin put the user's policy back to the defaults.
+    PolicyReset {
+        user_id: String,
+    },
+    /// Tombstone: the user's impressions were deleted and their feedback unlinked.
+    UserErased {
+        user_id: String,
+    },
+    KeyCreated {
+        key_id: String,
+        scope: Scope,
+    },
+    KeyRevoked {
+        key_id: String,
+    },
+}
+
+impl EventBody {
+    /// A short name of the kind, as stored in the `kind` column.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            EventBody::Impression(_) => "impression",
+            EventBody::Feedback(_) => "feedback",
+            EventBody::PolicyReset { .. } => "policy_reset",
+            EventBody::UserErased { .. } => "user_erased",
+            EventBody::KeyCreated { .. } => "key_created",
+            EventBody::KeyRevoked { .. } => "key_revoked",
+        }
+    }
+
+    /// The user an event concerns, when it concerns one.
+    #[must_use]
+    pub fn user_id(&self) -> Option<&str> {
+        match self {
+            EventBody::Impression(i) => Some(&i.user_id),
+            EventBody::Feedback(f) => f.user_id.as_deref(),
+            EventBody::PolicyReset { user_id } | EventBody::UserErased { user_id } => Some(user_id),
+            _ => None,
+        }
+    }
+}
+
+/// An event as stored: its sequence number and append time (milliseconds since the epoch).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: i64,
+    pub at_ms: i64,
+    pub body: EventBody,
+}

@@ -1,0 +1,615 @@
+//! The `Store` conformance suite: every behaviour of the trait, written once against
+//! `Arc<dyn Store>` and run against every backend by `conformance_suite!` (SQLite on a real
+//! temporary file; PostgreSQL joins with one more `conformance_suite!` line once its backend
+//! exists, skipping itself when `GUARDRANK_TEST_DATABASE_URL` is unset).
+//!
+//! Nothing backend-specific belongs in a test body: no SQL, no file paths, no assumption that
+//! sequence numbers are contiguous (PostgreSQL sequences may skip).
+
+use guardrank::events::{CandidateRecord, Event, EventBody, FeedbackEvent, FeedbackIn, Impression, Outcome, Scope};
+use guardrank::features::Features;
+use guardrank::store::sqlite::SqliteStore;
+use guardrank::store::{Durability, GroupOutcome, KeyRecord, SnapshotInfo, Store, StoreError, WriteBatch};
+use std::any::Any;
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+/// Opens the backend's store under test; every call opens the same database anew.
+type Opener = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Arc<dyn Store>> + Send>> + Send + Sync>;
+
+/// One backend's fresh, empty database for one test, and whatever keeps it alive.
+struct Backend {
+    open: Opener,
+    _guard: Box<dyn Any + Send>,
+}
+
+async fn sqlite_backend() -> Backend {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // A directory that does not exist yet: opening creates it.
+    let path = dir.path().join("data").join("guardrank.db");
+    let open: Opener = Arc::new(move || {
+        let path = path.clone();
+        Box::pin(async move {
+            let store = SqliteStore::open(&path, Durability::Process).await.expect("open sqlite store");
+            Arc::new(store) as Arc<dyn Store>
+        })
+    });
+    Backend { open, _guard: Box::new(dir) }
+}
+
+/// One `#[tokio::test]` per suite function: `store` ones get a fresh store, `reopen` ones the
+/// opener.
+macro_rules! suite_case {
+    ($make:expr, store, $name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let backend = $make.await;
+            super::$name((backend.open)().await).await;
+        }
+    };
+    ($make:expr, reopen, $name:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let backend = $make.await;
+            super::$name(backend.open.clone()).await;
+        }
+    };
+}
+
+/// The whole suite against one backend, as a module named after it.
+macro_rules! conformance_suite {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            use super::*;
+            suite_case!($make, store, empty_store_has_no_events_and_last_seq_zero);
+            suite_case!($make, store, feedback_may_refer_to_an_impression_of_the_same_batch);
+            suite_case!($make, store, duplicate_feedback_is_counted_and_not_appended_again);
+            suite_case!($make, store, duplicate_impressions_are_stored_once);
+            suite_case!($make, store, unknown_request_rejects_its_whole_group_only);
+            suite_case!($make, store, unknown_candidate_rejects_its_whole_group_only);
+            suite_case!($make, store, seqs_increase_and_read_events_pages_by_after_and_limit);
+            suite_case!($make, store, events_carry_the_time_of_their_batch);
+            suite_case!($make, store, append_refuses_impressions_and_feedback);
+            suite_case!($make, store, impression_lookup_returns_what_was_committed);
+            suite_case!($make, reopen, committed_data_survives_reopen);
+            suite_case!($make, store, snapshots_keep_only_the_newest);
+            suite_case!($make, store, compaction_removes_old_impressions_without_feedback_up_to_max_seq);
+            suite_case!($make, store, compaction_of_feedback_respects_its_cut_and_forgets_its_keys);
+            suite_case!($make, store, compaction_never_moves_last_seq_back);
+            suite_case!($make, store, erase_user_deletes_impressions_unlinks_feedback_and_logs_a_tombstone);
+            suite_case!($make, store, keys_are_stored_listed_revoked_once_and_touched);
+            suite_case!($make, store, concurrent_commits_all_land_with_unique_increasing_seqs);
+        }
+    };
+}
+
+conformance_suite!(sqlite, sqlite_backend());
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+
+/// A small realistic feature vector: sorted unique hashed indices, a rule-prior offset.
+fn features(seed: u32) -> Features {
+    Features {
+        idx: vec![17 + seed, 40_961 + 3 * seed, 1_048_576 + seed, 4_194_000 - seed],
+        val: vec![1.0, 0.5, 0.5, 0.25],
+        offset: if seed % 2 == 1 { 1.75 } else { 0.0 },
+    }
+}
+
+/// An impression of `request_id` for `user_id` with the given candidates; the second
+/// candidate is flagged by a rule.
+fn impression(request_id: &str, user_id: &str, candidates: &[&str]) -> Impression {
+    Impression {
+        request_id: request_id.into(),
+        user_id: user_id.into(),
+        key_id: "key-plugin-1".into(),
+        model_version: "baseline-2024-06".into(),
+        language: Some("python".into()),
+        prompt_risk: 0.125,
+        candidates: candidates
+            .iter()
+            .zip(0u32..)
+            .map(|(id, i)| CandidateRecord {
+                id: (*id).into(),
+                risk: 0.1 + 0.3 * i as f32,
+                flagged: i == 1,
+                features: features(i),
+                rules: if i == 1 { vec!["python.subprocess-shell-true".into()] } else { vec![] },
+                text: None,
+            })
+            .collect(),
+    }
+}
+
+fn fb(request_id: &str, candidate_id: &str, outcome: Outcome) -> FeedbackIn {
+    FeedbackIn { request_id: request_id.into(), candidate_id: candidate_id.into(), outcome }
+}
+
+fn batch(at_ms: i64, impressions: Vec<Impression>, feedback: Vec<Vec<FeedbackIn>>) -> WriteBatch {
+    WriteBatch { at_ms, impressions, feedback }
+}
+
+fn recorded(recorded: u32, duplicates: u32) -> GroupOutcome {
+    GroupOutcome::Recorded { recorded, duplicates }
+}
+
+/// The feedback event the store must log for `f` given the impression it refers to.
+fn joined(imp: &Impression, f: &FeedbackIn) -> FeedbackEvent {
+    let c = imp.candidate(&f.candidate_id).expect("candidate in fixture");
+    FeedbackEvent {
+        request_id: f.request_id.clone(),
+        candidate_id: f.candidate_id.clone(),
+        outcome: f.outcome,
+        user_id: Some(imp.user_id.clone()),
+        risk: c.risk,
+        flagged: c.flagged,
+        features: c.features.clone(),
+        model_version: imp.model_version.clone(),
+    }
+}
+
+async fn commit(store: &Arc<dyn Store>, b: WriteBatch) -> Vec<GroupOutcome> {
+    store.commit(b).await.expect("commit")
+}
+
+async fn all_events(store: &Arc<dyn Store>) -> Vec<Event> {
+    store.read_events(0, u32::MAX).await.expect("read events")
+}
+
+fn feedback_of(events: &[Event]) -> Vec<&FeedbackEvent> {
+    events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::Feedback(f) => Some(f),
+            _ => None,
+        })
+        .collect()
+}
+
+fn impressions_of(events: &[Event]) -> Vec<&Impression> {
+    events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::Impression(i) => Some(i),
+            _ => None,
+        })
+        .collect()
+}
+
+fn key(id: &str, scope: Scope, created_at_ms: i64) -> KeyRecord {
+    let mut hash = [0u8; 32];
+    for (i, b) in hash.iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(31) ^ id.len() as u8;
+    }
+    KeyRecord { id: id.into(), scope, hash, created_at_ms, revoked_at_ms: None, last_used_at_ms: None }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The suite
+
+async fn empty_store_has_no_events_and_last_seq_zero(store: Arc<dyn Store>) {
+    assert!(!store.backend().is_empty());
+    store.ping().await.expect("ping");
+    assert_eq!(store.last_seq().await.expect("last seq"), 0);
+    assert!(store.read_events(0, 100).await.expect("read").is_empty());
+    assert_eq!(store.impression("r-none").await.expect("impression"), None);
+    assert!(store.list_snapshots().await.expect("snapshots").is_empty());
+    assert_eq!(store.load_snapshot(1).await.expect("load"), None);
+    assert!(store.list_keys().await.expect("keys").is_empty());
+    assert_eq!(store.find_key("k-none").await.expect("find"), None);
+}
+
+async fn feedback_may_refer_to_an_impression_of_the_same_batch(store: Arc<dyn Store>) {
+    let imp = impression("r-1", "u-1", &["c-1", "c-2", "c-3"]);
+    let f = fb("r-1", "c-2", Outcome::Rejected);
+    let out = commit(&store, batch(1_000, vec![imp.clone()], vec![vec![f.clone()]])).await;
+    assert_eq!(out, vec![recorded(1, 0)]);
+
+    let events = all_events(&store).await;
+    assert_eq!(events.len(), 2);
+    assert_eq!(events[0].body, EventBody::Impression(imp.clone()));
+    assert_eq!(events[1].body, EventBody::Feedback(joined(&imp, &f)));
+    assert!(events[0].seq < events[1].seq);
+    assert_eq!(store.last_seq().await.expect("last seq"), events[1].seq);
+}
+
+async fn duplicate_feedback_is_counted_and_not_appended_again(store: Arc<dyn Store>) {
+    let imp = impression("r-1", "u-1", &["c-1", "c-2"]);
+    let a = fb("r-1", "c-1", Outcome::Accepted);
+    let b = fb("r-1", "c-2", Outcome::Rejected);
+    // Within one group, and across groups of one batch.
+    let out =
+        commit(&store, batch(1_000, vec![imp], vec![vec![a.clone(), a.clone(), b.clone()], vec![b.clone()]])).await;
+    assert_eq!(out, vec![recorded(2, 1), recorded(0, 1)]);
+    // Across commits.
+    let out = commit(&store, batch(2_000, vec![], vec![vec![b.clone(), a.clone()]])).await;
+    assert_eq!(out, vec![recorded(0, 2)]);
+    // The outcome is part of the key: a different outcome for the same candidate is new.
+    let out = commit(&store, batch(3_000, vec![], vec![vec![fb("r-1", "c-1", Outcome::ReportedInsecure)]])).await;
+    assert_eq!(out, vec![recorded(1, 0)]);
+
+    let events = all_events(&store).await;
+    let logged: Vec<(&str, Outcome)> =
+        feedback_of(&events).iter().map(|f| (f.candidate_id.as_str(), f.outcome)).collect();
+    assert_eq!(
+        logged,
+        vec![("c-1", Outcome::Accepted), ("c-2", Outcome::Rejected), ("c-1", Outcome::ReportedInsecure)]
+    );
+}
+
+async fn duplicate_impressions_are_stored_once(store: Arc<dyn Store>) {
+    let first = impression("r-1", "u-1", &["c-1", "c-2"]);
+    let mut again = first.clone();
+    again.model_version = "other".into();
+    commit(&store, batch(1_000, vec![first.clone(), again.clone()], vec![])).await;
+    commit(&store, batch(2_000, vec![again], vec![])).await;
+
+    let events = all_events(&store).await;
+    assert_eq!(impressions_of(&events), vec![&first]);
+    assert_eq!(store.impression("r-1").await.expect("impression"), Some(first));
+}
+
+async fn unknown_request_rejects_its_whole_group_only(store: Arc<dyn Store>) {
+    let imp = impression("r-1", "u-1", &["c-1", "c-2", "c-3"]);
+    let groups = vec![
+        vec![fb("r-1", "c-1", Outcome::Accepted)],
+        vec![
+            fb("r-1", "c-2", Outcome::Accepted),
+            fb("r-ghost", "c-1", Outcome::Accepted),
+            fb("r-1", "c-3", Outcome::Rejected),
+        ],
+        vec![fb("r-1", "c-3", Outcome::Accepted)],
+    ];
+    let out = commit(&store, batch(1_000, vec![imp], groups)).await;
+    assert_eq!(
+        out,
+        vec![recorded(1, 0), GroupOutcome::UnknownRequest { index: 1, request_id: "r-ghost".into() }, recorded(1, 0)]
+    );
+
+    let events = all_events(&store).await;
+    let logged: Vec<(&str, Outcome)> =
+        feedback_of(&events).iter().map(|f| (f.candidate_id.as_str(), f.outcome)).collect();
+    assert_eq!(logged, vec![("c-1", Outcome::Accepted), ("c-3", Outcome::Accepted)]);
+    // Not even its idempotency keys: the valid events of the rejected group are new later.
+    let out = commit(
+        &store,
+        batch(2_000, vec![], vec![vec![fb("r-1", "c-2", Outcome::Accepted), fb("r-1", "c-3", Outcome::Rejected)]]),
+    )
+    .await;
+    assert_eq!(out, vec![recorded(2, 0)]);
+}
+
+async fn unknown_candidate_rejects_its_whole_group_only(store: Arc<dyn Store>) {
+    commit(&store, batch(500, vec![impression("r-0", "u-1", &["c-1", "c-2"])], vec![])).await;
+    let imp = impression("r-1", "u-1", &["c-1", "c-2"]);
+    let groups = vec![
+        vec![fb("r-0", "c-1", Outcome::Accepted), fb("r-1", "c-9", Outcome::Accepted)],
+        vec![fb("r-0", "c-2", Outcome::Rejected), fb("r-1", "c-1", Outcome::Accepted)],
+    ];
+    let out = commit(&store, batch(1_000, vec![imp], groups)).await;
+    assert_eq!(
+        out,
+        vec![
+            GroupOutcome::UnknownCandidate { index: 1, request_id: "r-1".into(), candidate_id: "c-9".into() },
+            recorded(2, 0),
+        ]
+    );
+    let events = all_events(&store).await;
+    let logged: Vec<(&str, &str)> =
+        feedback_of(&events).iter().map(|f| (f.request_id.as_str(), f.candidate_id.as_str())).collect();
+    assert_eq!(logged, vec![("r-0", "c-2"), ("r-1", "c-1")]);
+}
+
+async fn seqs_increase_and_read_events_pages_by_after_and_limit(store: Arc<dyn Store>) {
+    for i in 0..4 {
+        let r = format!("r-{i}");
+        commit(
+            &store,
+            batch(
+                1_000 + i,
+                vec![impression(&r, "u-1", &["c-1", "c-2"])],
+                vec![vec![fb(&r, "c-1", Outcome::Accepted)]],
+            ),
+        )
+        .await;
+    }
+    let appended = store
+        .append(
+            5_000,
+            vec![EventBody::PolicyReset { user_id: "u-1".into() }, EventBody::PolicyReset { user_id: "u-2".into() }],
+        )
+        .await
+        .expect("append");
+
+    let all = all_events(&store).await;
+    assert_eq!(all.len(), 10);
+    assert!(all.windows(2).all(|w| w[0].seq < w[1].seq), "seqs strictly increasing");
+    assert_eq!(appended, vec![all[8].seq, all[9].seq]);
+    assert_eq!(all[9].body, EventBody::PolicyReset { user_id: "u-2".into() });
+    assert_eq!(store.last_seq().await.expect("last seq"), all[9].seq);
+
+    let mut paged = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = store.read_events(after, 3).await.expect("page");
+        assert!(page.len() <= 3);
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
+    assert_eq!(store.read_events(all[4].seq, 2).await.expect("read"), all[5..7].to_vec());
+    assert!(store.read_events(all[9].seq, 10).await.expect("read").is_empty());
+    assert!(store.read_events(0, 0).await.expect("read").is_empty());
+}
+
+async fn events_carry_the_time_of_their_batch(store: Arc<dyn Store>) {
+    commit(&store, batch(1_111, vec![impression("r-1", "u-1", &["c-1", "c-2"])], vec![])).await;
+    commit(
+        &store,
+        batch(2_222, vec![impression("r-2", "u-1", &["c-1"])], vec![vec![fb("r-1", "c-2", Outcome::Rejected)]]),
+    )
+    .await;
+    store.append(3_333, vec![EventBody::PolicyReset { user_id: "u-1".into() }]).await.expect("append");
+
+    let times: Vec<(&str, i64)> = all_events(&store).await.iter().map(|e| (e.body.kind(), e.at_ms)).collect();
+    assert_eq!(times, vec![("impression", 1_111), ("impression", 2_222), ("feedback", 2_222), ("policy_reset", 3_333)]);
+}
+
+async fn append_refuses_impressions_and_feedback(store: Arc<dyn Store>) {
+    let imp = impression("r-1", "u-1", &["c-1"]);
+    let err = store.append(1, vec![EventBody::Impression(imp)]).await.expect_err("impression via append");
+    assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+    assert_eq!(store.last_seq().await.expect("last seq"), 0);
+    assert_eq!(store.impression("r-1").await.expect("impression"), None);
+}
+
+async fn impression_lookup_returns_what_was_committed(store: Arc<dyn Store>) {
+    let mut a = impression("r-a", "u-1", &["c-1", "c-2", "c-3"]);
+    a.candidates[1].text = Some("subprocess.run(cmd, shell=True)".into());
+    let b = impression("r-b", "u-2", &["c-1"]);
+    commit(&store, batch(1_000, vec![a.clone(), b.clone()], vec![])).await;
+    assert_eq!(store.impression("r-a").await.expect("impression"), Some(a));
+    assert_eq!(store.impression("r-b").await.expect("impression"), Some(b));
+    assert_eq!(store.impression("r-c").await.expect("impression"), None);
+}
+
+async fn committed_data_survives_reopen(open: Opener) {
+    let imp = impression("r-1", "u-1", &["c-1", "c-2"]);
+    let store = open().await;
+    commit(&store, batch(1_000, vec![imp.clone()], vec![vec![fb("r-1", "c-1", Outcome::Accepted)]])).await;
+    store.save_snapshot(2, 1_500, vec![7; 64], 3).await.expect("snapshot");
+    store.insert_key(&key("k-1", Scope::Admin, 1_600)).await.expect("insert key");
+    store.touch_keys(&[("k-1".into(), 1_700)]).await.expect("touch");
+    let events = all_events(&store).await;
+    let last = store.last_seq().await.expect("last seq");
+    let keys = store.list_keys().await.expect("keys");
+    drop(store);
+
+    let store = open().await;
+    assert_eq!(all_events(&store).await, events);
+    assert_eq!(store.last_seq().await.expect("last seq"), last);
+    assert_eq!(store.impression("r-1").await.expect("impression"), Some(imp));
+    assert_eq!(
+        store.list_snapshots().await.expect("snapshots"),
+        vec![SnapshotInfo { seq: 2, at_ms: 1_500, bytes: 64 }]
+    );
+    assert_eq!(store.load_snapshot(2).await.expect("load"), Some(vec![7; 64]));
+    assert_eq!(store.list_keys().await.expect("keys"), keys);
+    assert_eq!(keys[0].last_used_at_ms, Some(1_700));
+    // Idempotency keys survive too, and new events continue after the old ones.
+    let out = commit(
+        &store,
+        batch(2_000, vec![], vec![vec![fb("r-1", "c-1", Outcome::Accepted), fb("r-1", "c-2", Outcome::Accepted)]]),
+    )
+    .await;
+    assert_eq!(out, vec![recorded(1, 1)]);
+    assert!(store.last_seq().await.expect("last seq") > last);
+}
+
+async fn snapshots_keep_only_the_newest(store: Arc<dyn Store>) {
+    store.save_snapshot(10, 1_000, vec![1; 10], 2).await.expect("save");
+    store.save_snapshot(20, 2_000, vec![2; 20], 2).await.expect("save");
+    store.save_snapshot(30, 3_000, vec![3; 30], 2).await.expect("save");
+    let newest_two =
+        vec![SnapshotInfo { seq: 30, at_ms: 3_000, bytes: 30 }, SnapshotInfo { seq: 20, at_ms: 2_000, bytes: 20 }];
+    assert_eq!(store.list_snapshots().await.expect("list"), newest_two);
+    assert_eq!(store.load_snapshot(30).await.expect("load"), Some(vec![3; 30]));
+    assert_eq!(store.load_snapshot(20).await.expect("load"), Some(vec![2; 20]));
+    assert_eq!(store.load_snapshot(10).await.expect("load"), None);
+    // "Newest" is by seq, not by order of saving.
+    store.save_snapshot(15, 4_000, vec![4; 15], 2).await.expect("save");
+    assert_eq!(store.list_snapshots().await.expect("list"), newest_two);
+}
+
+async fn compaction_removes_old_impressions_without_feedback_up_to_max_seq(store: Arc<dyn Store>) {
+    let old_unused = impression("r-old-unused", "u-1", &["c-1", "c-2"]);
+    let old_used = impression("r-old-used", "u-1", &["c-1", "c-2"]);
+    commit(
+        &store,
+        batch(1_000, vec![old_unused, old_used.clone()], vec![vec![fb("r-old-used", "c-2", Outcome::Rejected)]]),
+    )
+    .await;
+    let fresh = impression("r-fresh", "u-1", &["c-1"]);
+    commit(&store, batch(9_000, vec![fresh.clone()], vec![])).await;
+    let max_seq = store.last_seq().await.expect("last seq");
+    // Old by time, but after the snapshot the caller passes: must stay.
+    let beyond = impression("r-beyond", "u-1", &["c-1"]);
+    commit(&store, batch(1_000, vec![beyond.clone()], vec![])).await;
+
+    let done = store.compact(5_000, None, max_seq).await.expect("compact");
+    assert_eq!((done.impressions, done.feedback), (1, 0));
+    assert_eq!(store.impression("r-old-unused").await.expect("lookup"), None);
+    assert_eq!(store.impression("r-old-used").await.expect("lookup"), Some(old_used));
+    assert_eq!(store.impression("r-fresh").await.expect("lookup"), Some(fresh));
+    assert_eq!(store.impression("r-beyond").await.expect("lookup"), Some(beyond));
+    let events = all_events(&store).await;
+    let ids: Vec<&str> = impressions_of(&events).iter().map(|i| i.request_id.as_str()).collect();
+    assert_eq!(ids, vec!["r-old-used", "r-fresh", "r-beyond"]);
+    assert_eq!(feedback_of(&events).len(), 1);
+
+    // Late feedback for a compacted impression is an unknown request.
+    let out = commit(&store, batch(10_000, vec![], vec![vec![fb("r-old-unused", "c-1", Outcome::Accepted)]])).await;
+    assert_eq!(out, vec![GroupOutcome::UnknownRequest { index: 0, request_id: "r-old-unused".into() }]);
+    // Compacting again finds nothing more.
+    assert_eq!(store.compact(5_000, None, max_seq).await.expect("compact").impressions, 0);
+}
+
+async fn compaction_of_feedback_respects_its_cut_and_forgets_its_keys(store: Arc<dyn Store>) {
+    let imp = impression("r-1", "u-1", &["c-1", "c-2", "c-3"]);
+    commit(&store, batch(1_000, vec![imp], vec![vec![fb("r-1", "c-1", Outcome::Accepted)]])).await;
+    commit(&store, batch(2_000, vec![], vec![vec![fb("r-1", "c-2", Outcome::Accepted)]])).await;
+    let max_seq = store.last_seq().await.expect("last seq");
+    commit(&store, batch(1_500, vec![], vec![vec![fb("r-1", "c-3", Outcome::Accepted)]])).await;
+
+    let done = store.compact(0, Some(1_800), max_seq).await.expect("compact");
+    assert_eq!((done.impressions, done.feedback), (0, 1));
+    let events = all_events(&store).await;
+    let left: Vec<&str> = feedback_of(&events).iter().map(|f| f.candidate_id.as_str()).collect();
+    assert_eq!(left, vec!["c-2", "c-3"]);
+    // The impression got feedback, so it stays.
+    assert!(store.impression("r-1").await.expect("lookup").is_some());
+    // A compacted feedback event's idempotency key goes with it; kept ones still dedupe.
+    let out = commit(
+        &store,
+        batch(3_000, vec![], vec![vec![fb("r-1", "c-1", Outcome::Accepted), fb("r-1", "c-2", Outcome::Accepted)]]),
+    )
+    .await;
+    assert_eq!(out, vec![recorded(1, 1)]);
+}
+
+async fn compaction_never_moves_last_seq_back(store: Arc<dyn Store>) {
+    commit(&store, batch(1_000, vec![impression("r-1", "u-1", &["c-1"]), impression("r-2", "u-1", &["c-1"])], vec![]))
+        .await;
+    let last = store.last_seq().await.expect("last seq");
+    let done = store.compact(2_000, Some(2_000), last).await.expect("compact");
+    assert_eq!(done.impressions, 2);
+    assert!(all_events(&store).await.is_empty());
+    assert_eq!(store.last_seq().await.expect("last seq"), last);
+    let seqs = store.append(3_000, vec![EventBody::PolicyReset { user_id: "u-1".into() }]).await.expect("append");
+    assert!(seqs[0] > last, "sequence numbers are never reused");
+}
+
+async fn erase_user_deletes_impressions_unlinks_feedback_and_logs_a_tombstone(store: Arc<dyn Store>) {
+    let a1 = impression("r-a1", "u-a", &["c-1", "c-2"]);
+    let a2 = impression("r-a2", "u-a", &["c-1", "c-2"]);
+    let b1 = impression("r-b1", "u-b", &["c-1", "c-2"]);
+    let groups = vec![
+        vec![fb("r-a1", "c-1", Outcome::Accepted), fb("r-a1", "c-2", Outcome::ReportedInsecure)],
+        vec![fb("r-b1", "c-2", Outcome::Rejected)],
+    ];
+    commit(&store, batch(1_000, vec![a1, a2, b1.clone()], groups)).await;
+    let before = all_events(&store).await;
+
+    let (tombstone, impressions, feedback) = store.erase_user("u-a", 2_000).await.expect("erase");
+    assert_eq!((impressions, feedback), (2, 2));
+    assert_eq!(store.last_seq().await.expect("last seq"), tombstone);
+    assert_eq!(store.impression("r-a1").await.expect("lookup"), None);
+    assert_eq!(store.impression("r-a2").await.expect("lookup"), None);
+    assert_eq!(store.impression("r-b1").await.expect("lookup"), Some(b1));
+
+    let after = all_events(&store).await;
+    let last = after.last().expect("tombstone");
+    assert_eq!((last.seq, last.at_ms), (tombstone, 2_000));
+    assert_eq!(last.body, EventBody::UserErased { user_id: "u-a".into() });
+    // Every other event is the one before, minus u-a's impressions and with u-a's feedback
+    // unlinked: same seq, time, labels and features.
+    let expected: Vec<Event> = before
+        .into_iter()
+        .filter(|e| !matches!(&e.body, EventBody::Impression(i) if i.user_id == "u-a"))
+        .map(|mut e| {
+            if let EventBody::Feedback(f) = &mut e.body
+                && f.user_id.as_deref() == Some("u-a")
+            {
+                f.user_id = None;
+            }
+            e
+        })
+        .collect();
+    assert_eq!(after[..after.len() - 1], expected[..]);
+    let unlinked = feedback_of(&after).iter().filter(|f| f.user_id.is_none()).count();
+    assert_eq!(unlinked, 2);
+    assert!(feedback_of(&after).iter().any(|f| f.user_id.as_deref() == Some("u-b")));
+
+    // Feedback for an erased impression is an unknown request.
+    let out = commit(&store, batch(3_000, vec![], vec![vec![fb("r-a2", "c-1", Outcome::Accepted)]])).await;
+    assert_eq!(out, vec![GroupOutcome::UnknownRequest { index: 0, request_id: "r-a2".into() }]);
+}
+
+async fn keys_are_stored_listed_revoked_once_and_touched(store: Arc<dyn Store>) {
+    let plugin = key("k-plugin", Scope::Plugin, 100);
+    let admin = key("k-admin", Scope::Admin, 200);
+    store.insert_key(&plugin).await.expect("insert");
+    store.insert_key(&admin).await.expect("insert");
+    assert!(store.insert_key(&plugin).await.is_err(), "ids are unique");
+
+    assert_eq!(store.find_key("k-plugin").await.expect("find"), Some(plugin.clone()));
+    assert_eq!(store.find_key("k-none").await.expect("find"), None);
+    assert_eq!(store.list_keys().await.expect("list"), vec![admin.clone(), plugin.clone()]);
+
+    assert!(store.revoke_key("k-plugin", 300).await.expect("revoke"));
+    assert!(!store.revoke_key("k-plugin", 400).await.expect("revoke again"));
+    assert!(!store.revoke_key("k-none", 400).await.expect("revoke missing"));
+    let revoked = store.find_key("k-plugin").await.expect("find").expect("present");
+    assert_eq!(revoked.revoked_at_ms, Some(300));
+
+    store.touch_keys(&[("k-admin".into(), 500), ("k-none".into(), 500)]).await.expect("touch");
+    store.touch_keys(&[("k-admin".into(), 450)]).await.expect("touch older");
+    store.touch_keys(&[]).await.expect("touch nothing");
+    let touched = store.find_key("k-admin").await.expect("find").expect("present");
+    assert_eq!(touched.last_used_at_ms, Some(500));
+    assert_eq!(touched.hash, admin.hash);
+
+    let logged: Vec<(i64, EventBody)> = all_events(&store).await.into_iter().map(|e| (e.at_ms, e.body)).collect();
+    assert_eq!(
+        logged,
+        vec![
+            (100, EventBody::KeyCreated { key_id: "k-plugin".into(), scope: Scope::Plugin }),
+            (200, EventBody::KeyCreated { key_id: "k-admin".into(), scope: Scope::Admin }),
+            (300, EventBody::KeyRevoked { key_id: "k-plugin".into() }),
+        ]
+    );
+}
+
+async fn concurrent_commits_all_land_with_unique_increasing_seqs(store: Arc<dyn Store>) {
+    const TASKS: usize = 16;
+    const COMMITS: usize = 3;
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..COMMITS {
+                    let r = format!("r-{t}-{i}");
+                    let groups = vec![
+                        vec![fb(&r, "c-1", Outcome::Accepted)],
+                        vec![fb(&r, "c-2", Outcome::Rejected), fb(&r, "c-1", Outcome::Accepted)],
+                        vec![fb(&r, "c-3", Outcome::ReportedSafe)],
+                    ];
+                    let b = batch(
+                        1_000 + i as i64,
+                        vec![impression(&r, &format!("u-{t}"), &["c-1", "c-2", "c-3"])],
+                        groups,
+                    );
+                    let out = store.commit(b).await.expect("concurrent commit");
+                    assert_eq!(out, vec![recorded(1, 0), recorded(1, 1), recorded(1, 0)]);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task");
+    }
+
+    let events = all_events(&store).await;
+    assert_eq!(events.len(), TASKS * COMMITS * 4);
+    assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(store.last_seq().await.expect("last seq"), events[events.len() - 1].seq);
+    let requests: HashSet<&str> = impressions_of(&events).iter().map(|i| i.request_id.as_str()).collect();
+    assert_eq!(requests.len(), TASKS * COMMITS);
+    let keys: HashSet<(&str, &str)> =
+        feedback_of(&events).iter().map(|f| (f.request_id.as_str(), f.candidate_id.as_str())).collect();
+    assert_eq!(keys.len(), TASKS * COMMITS * 3);
+}
