@@ -5,8 +5,14 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 fn main() {
-    println!("cargo:rerun-if-changed=data/rules");
-    let dir = Path::new("data/rules");
+    embed("data/rules", "builtin_rules.rs");
+    embed("data/prompt-rules", "builtin_prompt_rules.rs");
+}
+
+/// Writes `OUT_DIR/<out>`: a slice of (file name, contents) of every `*.toml` in `dir`.
+fn embed(dir_name: &str, out_name: &str) {
+    println!("cargo:rerun-if-changed={dir_name}");
+    let dir = Path::new(dir_name);
     let mut files: Vec<String> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.filter_map(Result::ok)
@@ -18,11 +24,11 @@ fn main() {
     files.sort();
     let mut out = String::from("&[\n");
     for f in &files {
-        println!("cargo:rerun-if-changed=data/rules/{f}");
-        let _ = writeln!(out, "    ({f:?}, include_str!(concat!(env!(\"CARGO_MANIFEST_DIR\"), \"/data/rules/{f}\"))),");
+        println!("cargo:rerun-if-changed={dir_name}/{f}");
+        let _ = writeln!(out, "    ({f:?}, include_str!(concat!(env!(\"CARGO_MANIFEST_DIR\"), \"/{dir_name}/{f}\"))),");
     }
     out.push(']');
-    let dest = Path::new(&std::env::var("OUT_DIR").unwrap_or_else(|_| ".".into())).join("builtin_rules.rs");
+    let dest = Path::new(&std::env::var("OUT_DIR").unwrap_or_else(|_| ".".into())).join(out_name);
     if let Err(e) = std::fs::write(&dest, out) {
         panic!("cannot write {}: {e}", dest.display());
     }

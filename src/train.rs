@@ -10,6 +10,8 @@ use crate::model::{Hyper, Model};
 #[derive(Debug, Clone)]
 pub struct Example {
     pub features: Features,
+    /// The same example without its rule features and prior (for rule dropout), if any.
+    pub without_rules: Option<Features>,
     pub insecure: bool,
     pub weight: f32,
 }
@@ -38,8 +40,20 @@ impl SplitMix64 {
 
 /// Trains a fresh model with `epochs` shuffled passes. Returns the model and the progressive
 /// validation of the first pass (each example scored before it was learned).
+///
+/// Rule dropout: with probability `rule_dropout` an example is learned without its rule
+/// features and prior. Rules catch most insecure training snippets, so without dropout the
+/// model learns "no rule hit means safe" and leaves the token features idle; real code has
+/// weaknesses no rule names, and dropout makes the rest of the features carry signal too.
 #[must_use]
-pub fn fit(examples: &[Example], hyper: Hyper, epochs: usize, seed: u64, version: &str) -> (Model, Progressive) {
+pub fn fit(
+    examples: &[Example],
+    hyper: Hyper,
+    epochs: usize,
+    seed: u64,
+    rule_dropout: f64,
+    version: &str,
+) -> (Model, Progressive) {
     let mut model = Model::new(hyper, version);
     let mut order: Vec<usize> = (0..examples.len()).collect();
     let mut rng = SplitMix64(seed);
@@ -48,7 +62,13 @@ pub fn fit(examples: &[Example], hyper: Hyper, epochs: usize, seed: u64, version
         rng.shuffle(&mut order);
         for &i in &order {
             let e = &examples[i];
-            let p = model.update(&e.features, e.insecure, e.weight);
+            let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+            let drop = rule_dropout > 0.0 && u < rule_dropout;
+            let x = match (&e.without_rules, drop) {
+                (Some(alt), true) => alt,
+                _ => &e.features,
+            };
+            let p = model.update(x, e.insecure, e.weight);
             if epoch == 0 {
                 progressive.record(p, e.insecure);
             }
@@ -66,13 +86,14 @@ mod tests {
         let ex: Vec<Example> = (0..200u32)
             .map(|k| Example {
                 features: Features { idx: vec![k % 2, 10 + k % 17], val: vec![1.0, 1.0], offset: 0.0 },
+                without_rules: None,
                 insecure: k % 2 == 0,
                 weight: 1.0,
             })
             .collect();
         let h = Hyper { bits: 10, ..Hyper::default() };
-        let (a, pa) = fit(&ex, h, 3, 42, "t");
-        let (b, _) = fit(&ex, h, 3, 42, "t");
+        let (a, pa) = fit(&ex, h, 3, 42, 0.0, "t");
+        let (b, _) = fit(&ex, h, 3, 42, 0.0, "t");
         assert!(a == b);
         assert!(pa.report(0.5).roc_auc > 0.9);
         assert!(a.score(&ex[0].features) > 0.8);

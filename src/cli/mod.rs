@@ -6,9 +6,9 @@ mod eval;
 mod jsonl;
 mod sarif;
 mod score;
+mod serve;
 mod train;
 
-use crate::model::Hyper;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,6 +60,17 @@ pub struct Artefacts {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the HTTP service (with no arguments: 127.0.0.1:8080, embedded SQLite in
+    /// ./guardrank-data, built-in model and rules).
+    Serve {
+        #[command(flatten)]
+        args: serve::ServeArgs,
+    },
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Scan files and directories (honouring .gitignore) or a JSON-lines stream on stdin.
     ///
     /// Exit status: 0 clean, 1 when any file's risk reaches the threshold, 2 on usage or I/O
@@ -98,40 +109,23 @@ pub enum Command {
         artefacts: Artefacts,
     },
     /// Train a model from the labelled corpus and write it to a file.
-    Train {
-        /// Corpus: a directory of TOML files (default: data/corpus) or a JSON-lines file.
-        #[arg(long)]
-        corpus: Option<PathBuf>,
-        /// Where to write the model file.
-        #[arg(long)]
-        output: PathBuf,
-        /// Passes over the training split.
-        #[arg(long, default_value_t = 8)]
-        epochs: usize,
-        /// Use the rule files (*.toml) of this directory instead of the built-in pack.
-        #[arg(long)]
-        rules: Option<PathBuf>,
-        /// Version name recorded in the model file.
-        #[arg(long, default_value = "baseline")]
-        version: String,
-        /// FTRL learning rate (alpha).
-        #[arg(long, default_value_t = Hyper::default().alpha)]
-        alpha: f32,
-        /// FTRL L1 strength.
-        #[arg(long, default_value_t = Hyper::default().l1)]
-        l1: f32,
-        /// FTRL L2 strength.
-        #[arg(long, default_value_t = Hyper::default().l2)]
-        l2: f32,
-        /// Also learn from the held-out families (for a final release model; the reported
-        /// held-out figures are then no longer a measure of generalisation).
-        #[arg(long)]
-        include_holdout: bool,
-    },
+    Train(train::TrainArgs),
     /// Work with the labelled corpus.
     Corpus {
         #[command(subcommand)]
         command: CorpusCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Create a key and print it (once).
+    Create {
+        /// plugin or admin.
+        #[arg(long)]
+        scope: String,
+        #[command(flatten)]
+        args: serve::ServeArgs,
     },
 }
 
@@ -156,6 +150,8 @@ pub enum CorpusCommand {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve { args } => serve::serve(&args),
+        Command::Keys { command: KeysCommand::Create { scope, args } } => serve::create_key(&scope, &args),
         Command::Score { paths, format, threshold, baseline, jsonl, language, artefacts } => {
             if jsonl {
                 jsonl::run(threshold, language.as_deref(), &artefacts)
@@ -164,10 +160,7 @@ pub fn main() -> ExitCode {
             }
         }
         Command::Eval { data, format, threshold, artefacts } => eval::run(&data, format, threshold, &artefacts),
-        Command::Train { corpus, output, epochs, version, alpha, l1, l2, rules, include_holdout } => {
-            let hyper = Hyper { alpha, l1, l2, ..Hyper::default() };
-            train::run(corpus.as_deref(), &output, epochs, &version, hyper, rules.as_deref(), include_holdout)
-        }
+        Command::Train(args) => train::run(&args),
         Command::Corpus { command } => match command {
             CorpusCommand::Export { corpus, split } => corpus_cmd::export(corpus.as_deref(), split),
             CorpusCommand::Stats { corpus } => corpus_cmd::stats(corpus.as_deref()),

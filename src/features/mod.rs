@@ -22,7 +22,7 @@ use hash::{combine, murmur3_32};
 
 /// Version of the extractor; model files record it and refuse to load under another.
 /// Bump it whenever a change moves any feature of any input.
-pub const EXTRACTOR_VERSION: u32 = 1;
+pub const EXTRACTOR_VERSION: u32 = 2;
 
 /// Default width of the hashed weight space: 2^22 coordinates.
 pub const DEFAULT_BITS: u8 = 22;
@@ -76,6 +76,35 @@ const NS_LANG: u32 = 0x1a96_000c;
 const NS_SIZE: u32 = 0x512e_000d;
 const NS_NAME: u32 = 0x4a3e_000e;
 const NS_RULECOUNT: u32 = 0x7c07_000f;
+const NS_ARGSHAPE: u32 = 0xa95e_0010;
+
+/// Identifiers that name untrusted input in common frameworks (lowercased).
+const SOURCES: [&str; 24] = [
+    "request",
+    "req",
+    "params",
+    "args",
+    "argv",
+    "query",
+    "body",
+    "form",
+    "getparameter",
+    "formvalue",
+    "$_get",
+    "$_post",
+    "$_request",
+    "$_cookie",
+    "$_server",
+    "input",
+    "getenv",
+    "stdin",
+    "headers",
+    "cookies",
+    "querystring",
+    "payload",
+    "user_input",
+    "userinput",
+];
 
 /// Builds feature vectors of a fixed width.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,6 +238,9 @@ impl Extractor {
                 let is_call = code.get(i + 1).is_some_and(|n| n.text(src) == "(");
                 if ends && (chain.len() >= 2 || is_call) {
                     self.api_features(&chain, is_call, lang_name, &mut binary);
+                    if is_call {
+                        self.argument_features(&chain, &code[i + 2..], src, lang, &mut binary);
+                    }
                 }
             } else if !(t.kind == TokenKind::Punct && matches!(text, "." | "::" | "->" | "?.")) {
                 chain.clear();
@@ -264,6 +296,76 @@ impl Extractor {
     }
 }
 
+impl Extractor {
+    /// What the arguments of a call look like: built dynamically (interpolated or
+    /// concatenated strings, format calls), variables, literals only, or untrusted sources,
+    /// crossed with the callee. "A sink called with a dynamic argument" generalises across
+    /// languages and codebases better than any single token.
+    fn argument_features(
+        &self,
+        chain: &[&str],
+        args: &[&crate::lexer::Token],
+        src: &str,
+        lang: Option<Language>,
+        out: &mut Vec<u32>,
+    ) {
+        let (mut depth, mut dynamic, mut var, mut source, mut any) = (0i32, false, false, false, false);
+        for (k, t) in args.iter().take(96).enumerate() {
+            let text = t.text(src);
+            match t.kind {
+                TokenKind::Punct => match text {
+                    "(" | "[" | "{" => depth += 1,
+                    ")" | "]" | "}" => {
+                        depth -= 1;
+                        if depth < 0 {
+                            break;
+                        }
+                    }
+                    "+" | "%" => {
+                        dynamic |= args.get(k.wrapping_sub(1)).is_some_and(|p| p.kind == TokenKind::Str)
+                            || args.get(k + 1).is_some_and(|n| n.kind == TokenKind::Str)
+                    }
+                    "." if lang == Some(Language::Php) => dynamic = true,
+                    _ => {}
+                },
+                TokenKind::Str => {
+                    any = true;
+                    dynamic |= t.flags & STR_INTERP != 0;
+                }
+                TokenKind::Ident => {
+                    any = true;
+                    let lower = text.to_ascii_lowercase();
+                    if matches!(lower.as_str(), "format" | "sprintf" | "format!" | "concat" | "join" | "f") {
+                        dynamic = true;
+                    }
+                    if !matches!(lower.as_str(), "true" | "false" | "none" | "null" | "nil" | "self" | "this") {
+                        var = true;
+                    }
+                    source |= SOURCES.contains(&lower.as_str());
+                }
+                TokenKind::Number => any = true,
+                TokenKind::Comment => {}
+            }
+        }
+        if !any {
+            return;
+        }
+        let mut last = String::with_capacity(48);
+        if let Some(l) = chain.last() {
+            push_lower(&mut last, l, 40);
+        }
+        for (on, shape) in [(dynamic, ":dyn"), (var, ":var"), (!var && !dynamic, ":lit"), (source, ":src")] {
+            if on {
+                let mut k = String::with_capacity(last.len() + 5);
+                k.push_str(&last);
+                k.push_str(shape);
+                out.push(self.h(NS_ARGSHAPE, k.as_bytes()));
+                out.push(self.h(NS_ARGSHAPE, shape.as_bytes()));
+            }
+        }
+    }
+}
+
 impl Default for Extractor {
     fn default() -> Self {
         Extractor::new(DEFAULT_BITS)
@@ -315,7 +417,7 @@ mod tests {
         assert_eq!(e.bias_index(), 3_984_634);
         assert_eq!(e.rule_index("python.sql.string-concat"), 973_144);
         let f = feats("os.system(cmd)", Language::Python);
-        assert_eq!(f.len(), 20);
+        assert_eq!(f.len(), 22);
         assert_eq!(&f.idx[..3], &[220_363, 464_765, 504_077]);
     }
 

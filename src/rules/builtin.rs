@@ -6,6 +6,21 @@ use super::{RuleError, RuleFile, RuleSpec};
 /// build.rs from data/rules/*.toml).
 pub const BUILTIN_RULE_FILES: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/builtin_rules.rs"));
 
+/// The prompt rule files of data/prompt-rules/ (requests for malicious code, prompt injection).
+pub const BUILTIN_PROMPT_RULE_FILES: &[(&str, &str)] = include!(concat!(env!("OUT_DIR"), "/builtin_prompt_rules.rs"));
+
+/// Every built-in prompt rule.
+///
+/// # Errors
+/// A built-in file does not parse (ruled out by the tests).
+pub fn builtin_prompt_specs() -> Result<Vec<RuleSpec>, RuleError> {
+    let mut out = Vec::new();
+    for (name, text) in BUILTIN_PROMPT_RULE_FILES {
+        out.extend(parse_rule_file(name, text)?);
+    }
+    Ok(out)
+}
+
 /// Parses one rule file.
 ///
 /// # Errors

@@ -7,7 +7,7 @@
 mod builtin;
 mod spec;
 
-pub use builtin::{builtin_specs, load_rule_dir, parse_rule_file};
+pub use builtin::{builtin_prompt_specs, builtin_specs, load_rule_dir, parse_rule_file};
 pub use spec::{Examples, Mode, RuleError, RuleFile, RuleSpec, Severity, Target};
 
 use crate::lang::Language;
@@ -15,18 +15,50 @@ use crate::lexer::{Lexed, lex};
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// At most this many hits are reported per scan (a pathological file cannot flood the output).
 pub const MAX_HITS: usize = 256;
 const SIZE_LIMIT: usize = 64 << 20;
 
+/// A pattern whose syntax is checked at once and whose matcher is built on first use
+/// (building every matcher of a large pack up front costs seconds; most scans need few).
+#[derive(Debug)]
+struct LazyRegex {
+    src: String,
+    re: OnceLock<Option<Regex>>,
+}
+
+impl LazyRegex {
+    fn new(src: &str) -> Result<LazyRegex, String> {
+        regex_syntax::ParserBuilder::new().multi_line(true).build().parse(src).map_err(|e| e.to_string())?;
+        Ok(LazyRegex { src: src.to_string(), re: OnceLock::new() })
+    }
+
+    fn get(&self) -> Option<&Regex> {
+        self.re
+            .get_or_init(|| match build_regex(&self.src) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::error!(pattern = %self.src, error = %e, "pattern failed to build; it never matches");
+                    None
+                }
+            })
+            .as_ref()
+    }
+
+    /// Builds the matcher now, reporting failure.
+    fn force(&self) -> Result<(), String> {
+        if self.get().is_some() { Ok(()) } else { build_regex(&self.src).map(|_| ()).map_err(|e| e.to_string()) }
+    }
+}
+
 /// A rule ready to run.
 #[derive(Debug)]
 pub struct CompiledRule {
     pub spec: Arc<RuleSpec>,
-    patterns: Vec<Regex>,
-    unless: Vec<Regex>,
+    patterns: Vec<LazyRegex>,
+    unless: Vec<LazyRegex>,
 }
 
 /// One place where a rule matched: the rule's index in the pack and the byte span.
@@ -39,9 +71,30 @@ pub struct Hit {
 
 #[derive(Debug, Default)]
 struct SetIndex {
-    set: Option<RegexSet>,
+    patterns: Vec<String>,
+    /// Built on first use; `None` if empty or if it failed to build.
+    set: OnceLock<Option<RegexSet>>,
     /// For each pattern of the set: (rule index, pattern index within the rule).
     owners: Vec<(u32, u32)>,
+}
+
+impl SetIndex {
+    fn get(&self) -> Option<&RegexSet> {
+        self.set
+            .get_or_init(|| {
+                if self.patterns.is_empty() {
+                    return None;
+                }
+                RegexSetBuilder::new(&self.patterns)
+                    .multi_line(true)
+                    .size_limit(SIZE_LIMIT)
+                    .dfa_size_limit(SIZE_LIMIT)
+                    .build()
+                    .map_err(|e| tracing::error!(error = %e, "rule set failed to build; its rules never match"))
+                    .ok()
+            })
+            .as_ref()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -69,14 +122,14 @@ impl CompiledRule {
     /// A pattern that does not compile, or a field out of schema.
     pub fn compile(spec: RuleSpec) -> Result<CompiledRule, RuleError> {
         spec.check_fields()?;
-        let compile_all = |ps: &[String], what: &str| -> Result<Vec<Regex>, RuleError> {
+        let compile_all = |ps: &[String], what: &str| -> Result<Vec<LazyRegex>, RuleError> {
             ps.iter()
                 .map(|p| {
-                    build_regex(p).map_err(|e| RuleError::Pattern {
+                    LazyRegex::new(p).map_err(|error| RuleError::Pattern {
                         rule: spec.id.clone(),
                         what: what.to_string(),
                         pattern: p.clone(),
-                        error: e.to_string(),
+                        error,
                     })
                 })
                 .collect()
@@ -93,6 +146,16 @@ impl CompiledRule {
     /// As [`CompiledRule::compile`], or the first example that does not behave.
     pub fn compile_checked(spec: RuleSpec) -> Result<CompiledRule, RuleError> {
         let rule = CompiledRule::compile(spec)?;
+        for (what, p) in
+            rule.patterns.iter().map(|p| ("pattern", p)).chain(rule.unless.iter().map(|p| ("unless pattern", p)))
+        {
+            p.force().map_err(|error| RuleError::Pattern {
+                rule: rule.spec.id.clone(),
+                what: what.to_string(),
+                pattern: p.src.clone(),
+                error,
+            })?;
+        }
         let lang = rule.spec.example_language();
         for ex in &rule.spec.examples.insecure {
             if rule.hits_in(ex, lang).is_empty() {
@@ -133,7 +196,7 @@ impl CompiledRule {
     }
 
     fn pattern_hits(&self, p: usize, subject: &str, f: &mut dyn FnMut(usize, usize)) {
-        let Some(re) = self.patterns.get(p) else {
+        let Some(re) = self.patterns.get(p).and_then(LazyRegex::get) else {
             return;
         };
         for m in re.find_iter(subject) {
@@ -144,7 +207,7 @@ impl CompiledRule {
                 let ls = subject[..m.start()].rfind('\n').map_or(0, |i| i + 1);
                 let le = subject[m.end()..].find('\n').map_or(subject.len(), |i| m.end() + i);
                 let region = &subject[ls..le];
-                if self.unless.iter().any(|u| u.is_match(region)) {
+                if self.unless.iter().filter_map(LazyRegex::get).any(|u| u.is_match(region)) {
                     continue;
                 }
             }
@@ -187,16 +250,7 @@ impl RulePack {
                 }
             }
             let mk = |(pats, owners): (Vec<&str>, Vec<(u32, u32)>)| -> Result<SetIndex, RuleError> {
-                if pats.is_empty() {
-                    return Ok(SetIndex::default());
-                }
-                let set = RegexSetBuilder::new(&pats)
-                    .multi_line(true)
-                    .size_limit(SIZE_LIMIT)
-                    .dfa_size_limit(SIZE_LIMIT)
-                    .build()
-                    .map_err(|e| RuleError::Pack(e.to_string()))?;
-                Ok(SetIndex { set: Some(set), owners })
+                Ok(SetIndex { patterns: pats.into_iter().map(String::from).collect(), set: OnceLock::new(), owners })
             };
             by_lang.insert(key, LangIndex { masked: mk(masked)?, raw: mk(raw)? });
         }
@@ -211,6 +265,30 @@ impl RulePack {
         let specs = builtin_specs()?;
         let rules = specs.into_iter().map(CompiledRule::compile).collect::<Result<Vec<_>, _>>()?;
         RulePack::new(rules)
+    }
+
+    /// The built-in prompt pack (data/prompt-rules/), each rule checked against its examples.
+    ///
+    /// # Errors
+    /// Only if the shipped prompt rules are broken, which the tests rule out.
+    pub fn builtin_prompt() -> Result<RulePack, RuleError> {
+        let rules =
+            builtin_prompt_specs()?.into_iter().map(CompiledRule::compile_checked).collect::<Result<Vec<_>, _>>()?;
+        RulePack::new(rules)
+    }
+
+    /// Builds every language's matchers now (a server does this at start, off the request
+    /// path, so no request pays for it).
+    pub fn warm_up(&self) {
+        for idx in self.by_lang.values() {
+            let _ = idx.masked.get();
+            let _ = idx.raw.get();
+        }
+        for r in &self.rules {
+            for p in r.patterns.iter().chain(&r.unless) {
+                let _ = p.get();
+            }
+        }
     }
 
     /// The rules in the pack.
@@ -233,7 +311,7 @@ impl RulePack {
             return hits;
         };
         for (si, subject) in [(&idx.masked, &*lexed.masked), (&idx.raw, lexed.text)] {
-            let Some(set) = &si.set else { continue };
+            let Some(set) = si.get() else { continue };
             for m in set.matches(subject).iter() {
                 let Some(&(ri, pi)) = si.owners.get(m) else { continue };
                 let Some(rule) = self.rules.get(ri as usize) else { continue };
