@@ -67,9 +67,17 @@ pub fn assess(rules: &RulePack, model: &Model, text: &str, lang: Option<Language
     seen.dedup();
     let features = extractor.extract(&lexed, lang, seen.iter().filter_map(|r| rules.rule(*r)));
     let risk = model.score(&features);
+    let findings = to_findings(rules, text, &hits);
+    Assessment { risk, findings, features }
+}
+
+/// Findings of rule hits, with positions in the contract's units.
+fn to_findings(rules: &RulePack, text: &str, hits: &[crate::rules::Hit]) -> Vec<Finding> {
+    if hits.is_empty() {
+        return Vec::new();
+    }
     let index = LineIndex::new(text);
-    let findings = hits
-        .iter()
+    hits.iter()
         .filter_map(|h| {
             let r = rules.rules().get(h.rule as usize)?;
             let s = index.position(h.start as usize);
@@ -86,8 +94,7 @@ pub fn assess(rules: &RulePack, model: &Model, text: &str, lang: Option<Language
                 mode: r.spec.mode,
             })
         })
-        .collect();
-    Assessment { risk, findings, features }
+        .collect()
 }
 
 /// The built-in rule pack and model, together.
@@ -111,4 +118,33 @@ impl Detector {
     pub fn assess(&self, text: &str, lang: Option<Language>) -> Assessment {
         assess(&self.rules, &self.model, text, lang)
     }
+}
+
+/// Probability that a prompt asks for something harmful, from prompt-rule severities.
+#[must_use]
+pub fn prompt_severity_probability(sev: Severity) -> f64 {
+    match sev {
+        Severity::Low => 0.3,
+        Severity::Medium => 0.5,
+        Severity::High => 0.8,
+        Severity::Critical => 0.95,
+    }
+}
+
+/// Assesses a prompt with the prompt rule pack: findings, and a risk that combines the
+/// distinct enforced rules that hit as independent evidence (`1 − Π(1 − p)`).
+#[must_use]
+pub fn assess_prompt(prompt_rules: &RulePack, text: &str) -> (f64, Vec<Finding>) {
+    let lexed = lex(text, None);
+    let hits = prompt_rules.scan(&lexed, None);
+    let findings = to_findings(prompt_rules, text, &hits);
+    let mut seen: Vec<&str> = Vec::new();
+    let mut safe = 1.0;
+    for f in &findings {
+        if f.mode == Mode::Enforce && !seen.contains(&&*f.rule_id) {
+            seen.push(&f.rule_id);
+            safe *= 1.0 - prompt_severity_probability(f.severity);
+        }
+    }
+    (1.0 - safe, findings)
 }

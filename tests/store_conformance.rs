@@ -152,7 +152,7 @@ fn joined(imp: &Impression, f: &FeedbackIn) -> FeedbackEvent {
 }
 
 async fn commit(store: &Arc<dyn Store>, b: WriteBatch) -> Vec<GroupOutcome> {
-    store.commit(b).await.expect("commit")
+    store.commit(&b).await.expect("commit")
 }
 
 async fn all_events(store: &Arc<dyn Store>) -> Vec<Event> {
@@ -593,7 +593,7 @@ async fn concurrent_commits_all_land_with_unique_increasing_seqs(store: Arc<dyn 
                         vec![impression(&r, &format!("u-{t}"), &["c-1", "c-2", "c-3"])],
                         groups,
                     );
-                    let out = store.commit(b).await.expect("concurrent commit");
+                    let out = store.commit(&b).await.expect("concurrent commit");
                     assert_eq!(out, vec![recorded(1, 0), recorded(1, 1), recorded(1, 0)]);
                 }
             })

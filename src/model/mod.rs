@@ -138,6 +138,27 @@ impl Model {
         p
     }
 
+    /// Sets one coordinate to weight `w` with no learning history (its accumulator `n` is 0),
+    /// for priors such as the bias of a rule-priors-only model.
+    pub fn set_weight(&mut self, index: u32, w: f32) {
+        let i = index as usize;
+        if i >= self.w.len() || !w.is_finite() {
+            return;
+        }
+        let Hyper { alpha, beta, l1, l2, .. } = self.hyper;
+        let d = beta / alpha + l2;
+        let z = if w < 0.0 {
+            l1 - w * d
+        } else if w > 0.0 {
+            -w * d - l1
+        } else {
+            0.0
+        };
+        self.z[i] = z;
+        self.n[i] = 0.0;
+        self.w[i] = ftrl_weight(z, 0.0, alpha, beta, l1, l2);
+    }
+
     /// The learned weight of one coordinate.
     #[must_use]
     pub fn weight(&self, index: u32) -> f32 {
@@ -259,6 +280,15 @@ mod tests {
             c.update(&f, k % 3 == 0, 0.5);
         }
         assert!(b == c);
+    }
+
+    #[test]
+    fn set_weight_sets_exactly_that_weight() {
+        let mut m = Model::new(small(), "t");
+        m.set_weight(4, -2.0);
+        m.set_weight(5, 1.5);
+        assert!((m.weight(4) + 2.0).abs() < 1e-5 && (m.weight(5) - 1.5).abs() < 1e-5);
+        m.set_weight(u32::MAX, 1.0);
     }
 
     #[test]

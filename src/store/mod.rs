@@ -103,7 +103,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Commits a batch in one transaction (see [`WriteBatch`]); returns one outcome per
     /// feedback group, in order. When it returns `Ok`, everything recorded is durable at the
     /// store's [`Durability`].
-    async fn commit(&self, batch: WriteBatch) -> Result<Vec<GroupOutcome>, StoreError>;
+    async fn commit(&self, batch: &WriteBatch) -> Result<Vec<GroupOutcome>, StoreError>;
 
     /// Appends events (admin actions, tombstones) in one transaction; returns their
     /// sequence numbers.

@@ -257,8 +257,9 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
-    async fn commit(&self, batch: WriteBatch) -> Result<Vec<GroupOutcome>, StoreError> {
+    async fn commit(&self, batch: &WriteBatch) -> Result<Vec<GroupOutcome>, StoreError> {
         let WriteBatch { at_ms, impressions, feedback } = batch;
+        let at_ms = *at_ms;
         let (_guard, mut tx) = self.begin_write().await?;
         // Impressions of this commit, by request id (`None`: known to be missing).
         let mut served: HashMap<String, Option<Impression>> = HashMap::new();
@@ -271,7 +272,7 @@ impl Store for SqliteStore {
                 continue;
             }
             let (request_id, user_id) = (imp.request_id.clone(), imp.user_id.clone());
-            let body = EventBody::Impression(imp);
+            let body = EventBody::Impression(imp.clone());
             let seq = insert_event(&mut tx, at_ms, &body).await?;
             sqlx::query(
                 "INSERT INTO impressions (request_id, seq, user_id, at_ms, has_feedback) VALUES (?1, ?2, ?3, ?4, 0)",
@@ -287,7 +288,7 @@ impl Store for SqliteStore {
             }
         }
         let mut outcomes = Vec::with_capacity(feedback.len());
-        for group in &feedback {
+        for group in feedback {
             outcomes.push(record_group(&mut tx, at_ms, group, &mut served).await?);
         }
         tx.commit().await?;
@@ -562,7 +563,7 @@ mod tests {
             impressions: vec![impression("a", "u1"), impression("b", "u1"), impression("c", "u2")],
             feedback: vec![accepted("b"), accepted("c")],
         };
-        store.commit(batch).await.expect("commit");
+        store.commit(&batch).await.expect("commit");
         store.compact(100, Some(100), 1_000).await.expect("compact");
         store.erase_user("u1", 20).await.expect("erase");
         assert_eq!(count(&store, "SELECT COUNT(*) FROM impressions").await, 1);
@@ -580,7 +581,7 @@ mod tests {
         let impressions = (0..12).map(|i| impression(&format!("r{i}"), "u")).collect();
         let feedback = (0..12).map(|i| accepted(&format!("r{i}"))).collect();
         let batch = WriteBatch { at_ms: 10, impressions, feedback };
-        store.commit(batch).await.expect("commit");
+        store.commit(&batch).await.expect("commit");
         let max = store.last_seq().await.expect("last seq");
         let deleted = store.delete_chunked(COMPACT_FEEDBACK, 100, max, 5).await.expect("delete");
         assert_eq!(deleted, 12);

@@ -1,0 +1,191 @@
+//! The learner: the single writer of weights and policies.
+//!
+//! It runs on its own OS thread (learning is CPU work, kept off the async workers), tails the
+//! event log by sequence number and applies every event in log order: feedback updates the
+//! model (label semantics of `policy::label`) and the user's policy; resets and erasures
+//! drop a policy; key events update the key ring. Handlers read weights and policies under
+//! read locks that the learner takes for writing only briefly, once per batch of events.
+//! Snapshots record the state with the sequence number of the last event applied.
+
+use super::state::Shared;
+use crate::events::{Event, EventBody};
+use crate::model::{Model, read_model, write_model};
+use crate::policy::{PolicyState, label};
+use crate::store::{Store, codec};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Events read and applied per batch.
+const BATCH: u32 = 2000;
+
+/// What a snapshot holds.
+#[derive(Serialize, Deserialize)]
+pub struct Snapshot {
+    pub seq: i64,
+    /// The model in the model file format (magic, versions, checksum).
+    pub model: Vec<u8>,
+    pub policies: Vec<(String, PolicyState)>,
+}
+
+/// Applies a batch of events to the shared state. Pure with respect to I/O.
+pub fn apply(shared: &Shared, events: &[Event]) {
+    let cfg = shared.policy_cfg;
+    let weights = shared.label_weights;
+    let mut model = shared.model.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut policies = shared.policies.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    for e in events {
+        match &e.body {
+            EventBody::Feedback(f) => {
+                if let Some((insecure, w)) = label(f.outcome, f.flagged, &weights) {
+                    model.update(&f.features, insecure, w);
+                }
+                if let Some(user) = &f.user_id {
+                    policies.entry(user.clone()).or_default().observe(&cfg, f.outcome, f64::from(f.risk), e.at_ms);
+                }
+                metrics::counter!("guardrank_feedback_applied_total", "outcome" => f.outcome.name()).increment(1);
+            }
+            EventBody::PolicyReset { user_id } | EventBody::UserErased { user_id } => {
+                policies.remove(user_id);
+            }
+            EventBody::KeyRevoked { key_id } => shared.keys.revoke(key_id),
+            EventBody::Impression(_) | EventBody::KeyCreated { .. } => {}
+        }
+    }
+    if let Some(last) = events.last() {
+        shared.applied_seq.store(last.seq, Ordering::Release);
+    }
+}
+
+/// Encodes the current state as a snapshot blob.
+///
+/// # Errors
+/// Encoding failed.
+pub fn snapshot_blob(shared: &Shared) -> Result<(i64, Vec<u8>), String> {
+    let model = shared.model.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let policies = shared.policies.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let seq = shared.applied_seq.load(Ordering::Acquire);
+    let mut m = Vec::new();
+    write_model(&model, &mut m).map_err(|e| e.to_string())?;
+    let mut ps: Vec<(String, PolicyState)> = policies.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    ps.sort_by(|a, b| a.0.cmp(&b.0));
+    let snap = Snapshot { seq, model: m, policies: ps };
+    Ok((seq, codec::encode(&snap)?))
+}
+
+/// Decodes a snapshot blob into a model and policies.
+///
+/// # Errors
+/// The blob or its model does not decode (wrong extractor version included).
+pub fn decode_snapshot(blob: &[u8]) -> Result<(i64, Model, HashMap<String, PolicyState>), String> {
+    let snap: Snapshot = codec::decode(blob)?;
+    let model = read_model(&snap.model[..]).map_err(|e| e.to_string())?;
+    Ok((snap.seq, model, snap.policies.into_iter().collect()))
+}
+
+/// Loads the newest snapshot that decodes; `None` when there is none.
+pub async fn load_newest_snapshot(store: &dyn Store) -> Option<(i64, Model, HashMap<String, PolicyState>)> {
+    let list = match store.list_snapshots().await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list snapshots; replaying the whole log");
+            return None;
+        }
+    };
+    for info in list {
+        match store.load_snapshot(info.seq).await {
+            Ok(Some(blob)) => match tokio::task::spawn_blocking(move || decode_snapshot(&blob)).await {
+                Ok(Ok(s)) => return Some(s),
+                Ok(Err(e)) => tracing::warn!(seq = info.seq, error = %e, "snapshot unusable; trying an older one"),
+                Err(e) => tracing::warn!(error = %e, "snapshot decoding failed"),
+            },
+            Ok(None) => {}
+            Err(e) => tracing::warn!(seq = info.seq, error = %e, "cannot load snapshot"),
+        }
+    }
+    None
+}
+
+/// Writes a snapshot of the current state (off the async workers for the encoding).
+pub async fn take_snapshot(shared: &Arc<Shared>, store: &dyn Store, now_ms: i64) {
+    let s = Arc::clone(shared);
+    match tokio::task::spawn_blocking(move || snapshot_blob(&s)).await {
+        Ok(Ok((seq, blob))) => {
+            let bytes = blob.len();
+            match store.save_snapshot(seq, now_ms, blob, shared.snapshots_kept).await {
+                Ok(()) => tracing::info!(seq, bytes, "snapshot saved"),
+                Err(e) => tracing::warn!(error = %e, "snapshot not saved"),
+            }
+        }
+        Ok(Err(e)) => tracing::warn!(error = %e, "snapshot not encoded"),
+        Err(e) => tracing::warn!(error = %e, "snapshot task failed"),
+    }
+}
+
+/// Runs the learner until `stop` is notified and the log is drained. `caught_up_to` is the
+/// log's last sequence number at start: readiness waits for it.
+pub fn spawn(
+    shared: Arc<Shared>,
+    store: Arc<dyn Store>,
+    committed: Arc<Notify>,
+    stop: Arc<Notify>,
+    rt: tokio::runtime::Handle,
+) -> std::thread::JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("guardrank-learner".into())
+        .spawn(move || rt.block_on(run(shared, store, committed, stop)))
+        .unwrap_or_else(|e| panic!("cannot start the learner thread: {e}"))
+}
+
+async fn run(shared: Arc<Shared>, store: Arc<dyn Store>, committed: Arc<Notify>, stop: Arc<Notify>) {
+    let mut since_snapshot = 0u64;
+    let mut stopping = false;
+    loop {
+        let after = shared.applied_seq.load(Ordering::Acquire);
+        let events = match store.read_events(after, BATCH).await {
+            Ok(ev) => ev,
+            Err(e) => {
+                tracing::warn!(error = %e, "learner cannot read the log; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        if !events.is_empty() {
+            let n = events.len() as u64;
+            let s = Arc::clone(&shared);
+            // Apply on this dedicated thread: block_in_place is not needed, the runtime
+            // driving this future is the learner's own.
+            apply(&s, &events);
+            since_snapshot += n;
+            if shared.snapshot_every > 0 && since_snapshot >= shared.snapshot_every {
+                take_snapshot(&shared, store.as_ref(), super::now_ms()).await;
+                since_snapshot = 0;
+            }
+            if let Ok(last) = store.last_seq().await {
+                metrics::gauge!("guardrank_learner_lag_events")
+                    .set((last - shared.applied_seq.load(Ordering::Acquire)) as f64);
+            }
+            if n == u64::from(BATCH) {
+                continue;
+            }
+        }
+        let caught_up = shared.applied_seq.load(Ordering::Acquire) >= shared.replay_target.load(Ordering::Acquire);
+        if caught_up && !shared.ready.swap(true, Ordering::AcqRel) {
+            tracing::info!(seq = shared.applied_seq.load(Ordering::Acquire), "replay finished; ready");
+        }
+        if stopping {
+            if since_snapshot > 0 || shared.snapshot_every == 0 {
+                take_snapshot(&shared, store.as_ref(), super::now_ms()).await;
+            }
+            return;
+        }
+        tokio::select! {
+            () = committed.notified() => {}
+            () = stop.notified() => stopping = true,
+            () = tokio::time::sleep(shared.tail_interval) => {}
+        }
+    }
+}

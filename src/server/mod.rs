@@ -1,0 +1,374 @@
+//! The HTTP service: an axum shell around the pure core.
+//!
+//! [`Application::build`] opens the store, loads the newest snapshot, starts the writer and
+//! the learner, binds (port 0 allowed) and reports its address; [`Application::run`] serves
+//! until a shutdown signal, then drains requests, commits what is buffered and snapshots.
+//! [`router`] is separate from serving, so tests can call it directly.
+
+pub mod admin;
+pub mod api;
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod learner;
+pub mod openapi;
+pub mod ratelimit;
+pub mod routes;
+pub mod settings;
+pub mod state;
+pub mod writer;
+
+use crate::engine::BUILTIN_MODEL;
+use crate::events::Scope;
+use crate::model::{Hyper, Model, read_model};
+use crate::rules::RulePack;
+use crate::store::Store;
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{delete, get, post};
+use error::ApiError;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use settings::Settings;
+use state::{AppState, Shared};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+/// Request bodies above this are refused with 413 (API.md).
+pub const BODY_LIMIT: usize = 1 << 20;
+
+/// Wall-clock milliseconds since the epoch: the append time of events.
+#[must_use]
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The process-wide Prometheus recorder (a recorder can be installed once per process).
+fn metrics_handle() -> PrometheusHandle {
+    static H: OnceLock<PrometheusHandle> = OnceLock::new();
+    H.get_or_init(|| {
+        use metrics_exporter_prometheus::Matcher;
+        let risk = [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 0.99];
+        let secs = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
+        let built = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full("guardrank_candidate_risk".into()), &risk)
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &secs))
+            .and_then(PrometheusBuilder::install_recorder);
+        match built {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics recorder not installed; /metrics will be empty");
+                PrometheusBuilder::new().build_recorder().handle()
+            }
+        }
+    })
+    .clone()
+}
+
+/// Counts and times every request by matched route and status.
+async fn track(req: Request, next: Next) -> Response {
+    let route =
+        req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = req.method().to_string();
+    let start = Instant::now();
+    let span = tracing::info_span!("request", %method, route = %route);
+    let _enter = span.enter();
+    drop(_enter);
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("guardrank_http_requests_total", "route" => route.clone(), "status" => status).increment(1);
+    metrics::histogram!("guardrank_http_request_duration_seconds", "route" => route)
+        .record(start.elapsed().as_secs_f64());
+    resp
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+/// Maps a timeout or overload of the service stack to problem+json.
+async fn timeout_guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let limit = Duration::from_millis(state.settings.request_timeout_ms);
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => axum::response::IntoResponse::into_response(ApiError::timeout()),
+    }
+}
+
+/// The service's routes over a built state.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/rank", post(routes::rank))
+        .route("/v1/feedback", post(routes::feedback))
+        .route("/v1/users/{user_id}/policy", get(routes::policy))
+        .route("/healthz", get(routes::healthz))
+        .route("/readyz", get(routes::readyz))
+        .route("/metrics", get(admin::metrics))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .route("/admin/keys", get(admin::list_keys).post(admin::create_key))
+        .route("/admin/keys/{key_id}", delete(admin::revoke_key))
+        .route("/admin/users/{user_id}/policy/reset", post(admin::reset_policy))
+        .route("/admin/users/{user_id}", delete(admin::erase_user))
+        .route("/admin/state", get(admin::state_info))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(Arc::clone(&state), timeout_guard))
+        .layer(middleware::from_fn(track))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(state)
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Settings(#[from] settings::SettingsError),
+    #[error(transparent)]
+    Keys(#[from] auth::WeakKey),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("rules: {0}")]
+    Rules(#[from] crate::rules::RuleError),
+    #[error("binding {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// The base model: the configured file, else the built-in baseline; `degraded` when a
+/// configured file cannot be loaded (rule priors only, as the design asks).
+fn base_model(settings: &Settings) -> (Model, bool) {
+    if let Some(p) = &settings.model_file {
+        match std::fs::File::open(p)
+            .map_err(|e| e.to_string())
+            .and_then(|f| read_model(std::io::BufReader::new(f)).map_err(|e| e.to_string()))
+        {
+            Ok(m) => return (m, false),
+            Err(e) => {
+                tracing::error!(path = %p.display(), error = %e, "model file not loaded; scoring with rule priors only");
+                return (rule_prior_model(), true);
+            }
+        }
+    }
+    match read_model(BUILTIN_MODEL) {
+        Ok(m) => (m, false),
+        Err(e) => {
+            tracing::error!(error = %e, "built-in model not loaded; scoring with rule priors only");
+            (rule_prior_model(), true)
+        }
+    }
+}
+
+/// A model that knows nothing: the risk is the rule priors over a bias of -2 log-odds.
+fn rule_prior_model() -> Model {
+    let mut m = Model::new(Hyper::default(), "rule-priors");
+    let bias = crate::features::Extractor::new(m.hyper().bits).bias_index();
+    m.set_weight(bias, -2.0);
+    m
+}
+
+/// A server ready to run: bound, with its background tasks started.
+pub struct Application {
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    state: Arc<AppState>,
+    stop_learner: Arc<Notify>,
+    learner: Option<std::thread::JoinHandle<()>>,
+    writer_task: tokio::task::JoinHandle<()>,
+}
+
+impl Application {
+    /// Builds the service: settings are already validated; `admin_key`/`plugin_key` are
+    /// the environment keys (if set).
+    ///
+    /// # Errors
+    /// A weak environment key, a store that cannot open, an address that cannot be bound.
+    pub async fn build(
+        settings: Settings,
+        admin_key: Option<&str>,
+        plugin_key: Option<&str>,
+    ) -> Result<Application, StartError> {
+        let keys = auth::KeyRing::new(admin_key, plugin_key)?;
+        std::fs::create_dir_all(&settings.data_dir)
+            .map_err(|e| StartError::Io(format!("creating data dir {}: {e}", settings.data_dir.display())))?;
+        let store = crate::store::open(&settings.store_url(), settings.durability).await?;
+        let stored_keys = store.list_keys().await?;
+        for k in &stored_keys {
+            keys.upsert(k);
+        }
+        if stored_keys.is_empty() && !keys.has_env_keys() {
+            initial_keys(store.as_ref(), &keys, &settings).await?;
+        }
+
+        let (mut model, degraded) = base_model(&settings);
+        let mut policies = HashMap::new();
+        let mut applied = 0;
+        if let Some((seq, m, p)) = learner::load_newest_snapshot(store.as_ref()).await {
+            tracing::info!(seq, users = p.len(), "snapshot loaded");
+            if !degraded {
+                model = m;
+            }
+            policies = p;
+            applied = seq;
+        }
+        let target = store.last_seq().await?;
+        let shared = Arc::new(Shared {
+            model: RwLock::new(model),
+            policies: RwLock::new(policies),
+            applied_seq: AtomicI64::new(applied),
+            replay_target: AtomicI64::new(target),
+            ready: AtomicBool::new(false),
+            policy_cfg: settings.policy(),
+            label_weights: settings.label_weights(),
+            keys,
+            snapshot_every: settings.snapshot_every,
+            snapshots_kept: settings.snapshots_kept,
+            tail_interval: Duration::from_millis(250),
+        });
+        let committed = Arc::new(Notify::new());
+        let (writer, writer_task) = writer::spawn(
+            Arc::clone(&store),
+            Duration::from_millis(settings.impression_flush_ms),
+            Arc::clone(&committed),
+            now_ms,
+        );
+        let stop_learner = Arc::new(Notify::new());
+        let learner = learner::spawn(
+            Arc::clone(&shared),
+            Arc::clone(&store),
+            Arc::clone(&committed),
+            Arc::clone(&stop_learner),
+            tokio::runtime::Handle::current(),
+        );
+        let state = Arc::new(AppState {
+            shared,
+            key_limiter: ratelimit::Limiter::new(settings.rate_limit_key_per_s, settings.rate_limit_key_burst),
+            user_limiter: ratelimit::Limiter::new(settings.rate_limit_user_per_s, settings.rate_limit_user_burst),
+            rules: ArcSwap::from_pointee(RulePack::builtin()?),
+            prompt_rules: Arc::new(RulePack::builtin_prompt()?),
+            committed,
+            writer,
+            store,
+            metrics: metrics_handle(),
+            degraded,
+            started: Instant::now(),
+            settings: settings.clone(),
+        });
+        let listener =
+            tokio::net::TcpListener::bind(settings.addr).await.map_err(|e| StartError::Bind(settings.addr, e))?;
+        let addr = listener.local_addr().map_err(|e| StartError::Bind(settings.addr, e))?;
+        Ok(Application { listener, addr, state, stop_learner, learner: Some(learner), writer_task })
+    }
+
+    /// The bound address (with the real port when 0 was asked for).
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The shared state (for tests and tools).
+    #[must_use]
+    pub fn state(&self) -> Arc<AppState> {
+        Arc::clone(&self.state)
+    }
+
+    /// Serves until `shutdown` completes; then stops accepting, finishes in-flight requests,
+    /// commits buffered impressions, lets the learner catch up and writes a snapshot.
+    ///
+    /// # Errors
+    /// The server failed.
+    pub async fn run(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartError> {
+        tracing::info!(addr = %self.addr, "guardrank listening");
+        let app = router(Arc::clone(&self.state));
+        let served = axum::serve(self.listener, app.into_make_service()).with_graceful_shutdown(shutdown).await;
+        tracing::info!("draining: committing buffered impressions");
+        self.state.writer.flush().await;
+        let state = self.state;
+        drop(state);
+        let _ = (&mut self.writer_task).await;
+        self.stop_learner.notify_one();
+        if let Some(l) = self.learner.take() {
+            let _ = tokio::task::spawn_blocking(move || l.join()).await;
+        }
+        tracing::info!("stopped");
+        served.map_err(|e| StartError::Io(e.to_string()))
+    }
+}
+
+/// Creates one admin and one plugin key on first start, prints them once, and writes them to
+/// `<data-dir>/initial-keys.txt` (mode 0600) for the operator to read and delete.
+async fn initial_keys(store: &dyn Store, ring: &auth::KeyRing, settings: &Settings) -> Result<(), StartError> {
+    let now = now_ms();
+    let (admin, admin_key) = auth::new_key(Scope::Admin, now);
+    let (plugin, plugin_key) = auth::new_key(Scope::Plugin, now);
+    store.insert_key(&admin).await?;
+    store.insert_key(&plugin).await?;
+    ring.upsert(&admin);
+    ring.upsert(&plugin);
+    let text = format!(
+        "# guardrank initial keys, created at first start. Store them safely and delete this file.\n\
+         admin  {admin_key}\nplugin {plugin_key}\n"
+    );
+    let path = settings.data_dir.join("initial-keys.txt");
+    write_private(&path, &text).map_err(|e| StartError::Io(format!("writing {}: {e}", path.display())))?;
+    // Printed once, to the terminal, never through the log.
+    println!("{text}(also written to {})", path.display());
+    Ok(())
+}
+
+fn write_private(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()
+}
+
+/// Resolves on SIGTERM or ctrl-c.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutdown signal received");
+}
+
+/// Used by tests: resolves when `flag` is notified.
+pub async fn flag_shutdown(flag: Arc<Notify>) {
+    flag.notified().await;
+}
+
+#[doc(hidden)]
+pub fn is_ready(state: &AppState) -> bool {
+    state.shared.ready.load(Ordering::Acquire)
+}

@@ -1,0 +1,239 @@
+//! Handlers of the plugin and public routes.
+
+use super::api::{
+    CandidateOut, FeedbackCounts, FeedbackRequest, FeedbackResponse, PolicyBrief, PolicyResponse, PromptOut, RankInput,
+    RankRequest, RankResponse, check_user_id, validate_feedback,
+};
+use super::error::{ApiError, ApiJson};
+use super::extract::Plugin;
+use super::state::AppState;
+use crate::engine::{Assessment, assess, assess_prompt, resolve_language};
+use crate::events::{CandidateRecord, Impression};
+use crate::policy::Policy;
+use crate::rank::{preferences, rank as rank_candidates};
+use crate::rules::Mode;
+use crate::store::GroupOutcome;
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use rand::RngCore;
+use std::sync::Arc;
+
+/// Requests whose texts add up to more than this are scored on the blocking pool.
+const INLINE_SCORING_BYTES: usize = 16 * 1024;
+
+fn request_id(now_ms: i64) -> String {
+    format!("r_{:012x}{:016x}", now_ms.max(0), rand::rng().next_u64())
+}
+
+struct Scored {
+    assessments: Vec<Assessment>,
+    prompt_risk: f64,
+    prompt_findings: Vec<crate::engine::Finding>,
+    model_version: String,
+}
+
+fn score_request(state: &AppState, input: &RankInput) -> Scored {
+    let rules = state.rules.load();
+    let first = input.texts.first().map_or("", String::as_str);
+    let sample = match &input.prompt {
+        Some(p) => format!("{p}\n{first}"),
+        None => first.to_string(),
+    };
+    let lang = resolve_language(input.language, input.file_path.as_deref(), &sample);
+    let model = state.shared.model.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let assessments: Vec<Assessment> = input.texts.iter().map(|t| assess(&rules, &model, t, lang)).collect();
+    let model_version = model.version.clone();
+    drop(model);
+    let (prompt_risk, prompt_findings) = match &input.prompt {
+        Some(p) if !p.is_empty() => assess_prompt(&state.prompt_rules, p),
+        _ => (0.0, Vec::new()),
+    };
+    Scored { assessments, prompt_risk, prompt_findings, model_version }
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
+}
+
+/// `POST /v1/rank`: score, rerank and filter the candidates of one completion request.
+#[utoipa::path(post, path = "/v1/rank", request_body = RankRequest,
+    responses((status = 200, body = RankResponse), (status = 400), (status = 401), (status = 413), (status = 422), (status = 429)),
+    security(("bearer" = [])))]
+pub async fn rank(
+    State(state): State<Arc<AppState>>,
+    Plugin(caller): Plugin,
+    ApiJson(req): ApiJson<RankRequest>,
+) -> Result<Json<RankResponse>, ApiError> {
+    let input = req.validate()?;
+    if let Err(wait) = state.user_limiter.check(&input.user_id, state.clock_s()) {
+        return Err(ApiError::rate_limited(wait.ceil() as u64, "too many requests for this user"));
+    }
+    let policy: Policy = state.policy_state(&input.user_id).policy(&state.shared.policy_cfg);
+    let total: usize =
+        input.texts.iter().map(String::len).sum::<usize>() + input.prompt.as_ref().map_or(0, String::len);
+    let (input, scored) = if total > INLINE_SCORING_BYTES {
+        let st = Arc::clone(&state);
+        tokio::task::spawn_blocking(move || {
+            let s = score_request(&st, &input);
+            (input, s)
+        })
+        .await
+        .map_err(|e| ApiError::internal(&e))?
+    } else {
+        let s = score_request(&state, &input);
+        (input, s)
+    };
+    let risks: Vec<f64> = scored.assessments.iter().map(|a| a.risk).collect();
+    let prefs = preferences(&input.logprobs);
+    let ranked = rank_candidates(&risks, &prefs, policy.risk_penalty, policy.block_threshold);
+    let now = super::now_ms();
+    let rid = request_id(now);
+
+    let mut records = Vec::with_capacity(ranked.len());
+    let mut out = Vec::with_capacity(ranked.len());
+    let mut blocked = 0u64;
+    let RankInput { user_id, language, ids, texts, .. } = input;
+    let mut assessments: Vec<Option<Assessment>> = scored.assessments.into_iter().map(Some).collect();
+    for r in &ranked {
+        let Some(a) = assessments.get_mut(r.index).and_then(Option::take) else { continue };
+        let id = ids.get(r.index).cloned().unwrap_or_default();
+        blocked += u64::from(r.blocked);
+        metrics::histogram!("guardrank_candidate_risk").record(a.risk);
+        let flagged = a.findings.iter().any(|f| f.mode == Mode::Enforce);
+        let mut rule_ids: Vec<String> = a.findings.iter().map(|f| f.rule_id.to_string()).collect();
+        rule_ids.dedup();
+        records.push(CandidateRecord {
+            id: id.clone(),
+            risk: a.risk as f32,
+            flagged,
+            features: a.features,
+            rules: rule_ids,
+            text: if state.settings.retain_text { texts.get(r.index).cloned() } else { None },
+        });
+        out.push(CandidateOut {
+            id,
+            risk: round4(a.risk),
+            preference: round4(r.preference),
+            score: round4(r.score),
+            blocked: r.blocked,
+            findings: a.findings,
+        });
+    }
+    metrics::counter!("guardrank_candidates_scored_total").increment(out.len() as u64);
+    metrics::counter!("guardrank_candidates_blocked_total").increment(blocked);
+    let imp = Impression {
+        request_id: rid.clone(),
+        user_id,
+        key_id: caller.key_id,
+        model_version: scored.model_version.clone(),
+        language: language.map(|l| l.name().to_string()),
+        prompt_risk: scored.prompt_risk as f32,
+        candidates: records,
+    };
+    state.writer.impression(imp).await;
+    Ok(Json(RankResponse {
+        request_id: rid,
+        model_version: scored.model_version,
+        policy: PolicyBrief {
+            temperature: policy.temperature,
+            risk_penalty: policy.risk_penalty,
+            block_threshold: policy.block_threshold,
+        },
+        prompt: PromptOut { risk: round4(scored.prompt_risk), findings: scored.prompt_findings },
+        candidates: out,
+    }))
+}
+
+/// `POST /v1/feedback`: record outcomes; answered only once they are durable.
+#[utoipa::path(post, path = "/v1/feedback", request_body = FeedbackRequest,
+    responses((status = 200, body = FeedbackResponse), (status = 404), (status = 422), (status = 503)),
+    security(("bearer" = [])))]
+pub async fn feedback(
+    State(state): State<Arc<AppState>>,
+    Plugin(_caller): Plugin,
+    ApiJson(req): ApiJson<FeedbackRequest>,
+) -> Result<Json<FeedbackResponse>, ApiError> {
+    let events = validate_feedback(req)?;
+    let outcomes: Vec<&'static str> = events.iter().map(|e| e.outcome.name()).collect();
+    match state.writer.feedback(events).await {
+        Ok(GroupOutcome::Recorded { recorded, duplicates }) => {
+            for o in outcomes {
+                metrics::counter!("guardrank_feedback_events_total", "outcome" => o).increment(1);
+            }
+            Ok(Json(FeedbackResponse { recorded, duplicates }))
+        }
+        Ok(GroupOutcome::UnknownRequest { index, request_id }) => Err(ApiError::not_found(format!(
+            "events[{index}]: unknown request_id {request_id:?} (never ranked here, compacted after the impression TTL, \
+             or lost in a crash before it was written); nothing was recorded"
+        ))),
+        Ok(GroupOutcome::UnknownCandidate { index, request_id, candidate_id }) => Err(ApiError::not_found(format!(
+            "events[{index}]: request {request_id:?} has no candidate {candidate_id:?}; nothing was recorded"
+        ))),
+        Err(e) => Err(ApiError::store(&e)),
+    }
+}
+
+/// The policy answer of a user.
+pub fn policy_response(state: &AppState, user_id: &str) -> PolicyResponse {
+    let s = state.policy_state(user_id);
+    let cfg = &state.shared.policy_cfg;
+    let p = s.policy(cfg);
+    let c = s.counts;
+    PolicyResponse {
+        user_id: user_id.to_string(),
+        temperature: p.temperature,
+        risk_penalty: p.risk_penalty,
+        block_threshold: p.block_threshold,
+        trust: p.trust,
+        feedback: FeedbackCounts {
+            accepted: c.accepted,
+            rejected: c.rejected,
+            rejected_risky: c.rejected_risky,
+            accepted_risky: c.accepted_risky,
+            reported_insecure: c.reported_insecure,
+            reported_safe: c.reported_safe,
+        },
+        explanation: s.explain(cfg),
+    }
+}
+
+/// `GET /v1/users/{user_id}/policy`: the user's current policy and why.
+#[utoipa::path(get, path = "/v1/users/{user_id}/policy", params(("user_id" = String, Path)),
+    responses((status = 200, body = PolicyResponse), (status = 401), (status = 422)), security(("bearer" = [])))]
+pub async fn policy(
+    State(state): State<Arc<AppState>>,
+    Plugin(_caller): Plugin,
+    Path(user_id): Path<String>,
+) -> Result<Json<PolicyResponse>, ApiError> {
+    check_user_id(&user_id)?;
+    Ok(Json(policy_response(&state, &user_id)))
+}
+
+/// `GET /healthz`: the process answers.
+#[utoipa::path(get, path = "/healthz", responses((status = 200)))]
+pub async fn healthz() -> impl IntoResponse {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: model loaded, store reachable, replay finished.
+#[utoipa::path(get, path = "/readyz", responses((status = 200), (status = 503)))]
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    use std::sync::atomic::Ordering;
+    let store_ok = state.store.ping().await.is_ok();
+    let replayed = state.shared.ready.load(Ordering::Acquire);
+    let version = state.shared.model.read().map(|m| m.version.clone()).unwrap_or_default();
+    let ready = store_ok && replayed;
+    let body = serde_json::json!({
+        "status": if ready { "ready" } else { "not ready" },
+        "store": if store_ok { "reachable" } else { "unreachable" },
+        "replay": if replayed { "finished" } else { "in progress" },
+        "applied_seq": state.shared.applied_seq.load(Ordering::Acquire),
+        "model_version": version,
+        "degraded": state.degraded,
+        "scoring": if state.degraded { "rule priors only: no model file could be loaded" } else { "model and rules" },
+    });
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}

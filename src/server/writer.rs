@@ -1,0 +1,178 @@
+//! The writer: one task that owns appends to the store and commits in groups.
+//!
+//! Rank handlers hand impressions over without waiting; they are written at most
+//! `impression_flush_ms` later, together with whatever else is queued. Feedback handlers hand
+//! over a group and wait for its commit; every group queued while a commit is in flight goes
+//! into the next one (group commit), so many concurrent clients share each transaction.
+//! Because a batch writes its impressions before its feedback, feedback for an impression
+//! still in the buffer works.
+//!
+//! Crash window: an impression that is still buffered when the process dies (at most
+//! `impression_flush_ms` after its rank response, and only if no feedback for it arrived in
+//! between) is lost; later feedback for it gets a clear 404. Acknowledged feedback is never
+//! lost: it is answered only after its commit.
+
+use crate::events::{FeedbackIn, Impression};
+use crate::store::{GroupOutcome, Store, WriteBatch};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::time::Instant;
+
+/// Impressions kept for retry while the store is failing, before the oldest are dropped.
+const MAX_PENDING_IMPRESSIONS: usize = 100_000;
+/// Feedback groups per transaction at most.
+const MAX_GROUPS_PER_COMMIT: usize = 512;
+
+pub type FeedbackReply = Result<GroupOutcome, String>;
+
+enum Cmd {
+    Impression(Box<Impression>),
+    Feedback(Vec<FeedbackIn>, oneshot::Sender<FeedbackReply>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// A cheap handle to the writer task.
+#[derive(Debug, Clone)]
+pub struct WriterHandle {
+    tx: mpsc::Sender<Cmd>,
+}
+
+impl std::fmt::Debug for Cmd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cmd")
+    }
+}
+
+impl WriterHandle {
+    /// Queues an impression (waits only if the queue is full).
+    pub async fn impression(&self, imp: Impression) {
+        if self.tx.send(Cmd::Impression(Box::new(imp))).await.is_err() {
+            tracing::warn!("writer stopped; impression dropped");
+            metrics::counter!("guardrank_impressions_dropped_total").increment(1);
+        }
+    }
+
+    /// Queues a feedback group and waits for its commit.
+    ///
+    /// # Errors
+    /// The writer stopped or the store failed.
+    pub async fn feedback(&self, events: Vec<FeedbackIn>) -> FeedbackReply {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Cmd::Feedback(events, tx)).await.map_err(|_| "writer stopped".to_string())?;
+        rx.await.map_err(|_| "writer stopped".to_string())?
+    }
+
+    /// Writes everything queued so far.
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(Cmd::Flush(tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Starts the writer. It stops, after a last commit, when every handle is dropped.
+pub fn spawn(
+    store: Arc<dyn Store>,
+    flush_every: Duration,
+    committed: Arc<Notify>,
+    now_ms: fn() -> i64,
+) -> (WriterHandle, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(8192);
+    let task = tokio::spawn(run(rx, store, flush_every, committed, now_ms));
+    (WriterHandle { tx }, task)
+}
+
+type Group = (Vec<FeedbackIn>, oneshot::Sender<FeedbackReply>);
+
+fn take(
+    c: Cmd,
+    impressions: &mut Vec<Impression>,
+    groups: &mut Vec<Group>,
+    flushes: &mut Vec<oneshot::Sender<()>>,
+    deadline: &mut Option<Instant>,
+    flush_every: Duration,
+) {
+    match c {
+        Cmd::Impression(i) => {
+            impressions.push(*i);
+            deadline.get_or_insert_with(|| Instant::now() + flush_every);
+        }
+        Cmd::Feedback(e, tx) => groups.push((e, tx)),
+        Cmd::Flush(tx) => flushes.push(tx),
+    }
+}
+
+async fn run(
+    mut rx: mpsc::Receiver<Cmd>,
+    store: Arc<dyn Store>,
+    flush_every: Duration,
+    committed: Arc<Notify>,
+    now_ms: fn() -> i64,
+) {
+    let mut impressions: Vec<Impression> = Vec::new();
+    let mut groups: Vec<Group> = Vec::new();
+    let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
+    let mut deadline: Option<Instant> = None;
+    let mut open = true;
+    while open || !impressions.is_empty() || !groups.is_empty() {
+        let cmd = match deadline {
+            _ if !open => None,
+            None => rx.recv().await,
+            Some(d) => match tokio::time::timeout_at(d, rx.recv()).await {
+                Ok(c) => c,
+                Err(_) => Some(Cmd::Flush(oneshot::channel().0)),
+            },
+        };
+        match cmd {
+            Some(c) => take(c, &mut impressions, &mut groups, &mut flushes, &mut deadline, flush_every),
+            None => open = false,
+        }
+        while groups.len() < MAX_GROUPS_PER_COMMIT {
+            match rx.try_recv() {
+                Ok(c) => take(c, &mut impressions, &mut groups, &mut flushes, &mut deadline, flush_every),
+                Err(_) => break,
+            }
+        }
+        let due = deadline.is_some_and(|d| Instant::now() >= d);
+        if groups.is_empty() && flushes.is_empty() && !due && open && impressions.len() < 4096 {
+            continue;
+        }
+        let batch = WriteBatch {
+            at_ms: now_ms(),
+            impressions: std::mem::take(&mut impressions),
+            feedback: groups.iter().map(|(e, _)| e.clone()).collect(),
+        };
+        match store.commit(&batch).await {
+            Ok(outcomes) => {
+                for ((_, tx), o) in groups.drain(..).zip(outcomes) {
+                    let _ = tx.send(Ok(o));
+                }
+                deadline = None;
+                committed.notify_one();
+            }
+            Err(e) => {
+                tracing::error!(error = %e, impressions = batch.impressions.len(), "commit failed");
+                for (_, tx) in groups.drain(..) {
+                    let _ = tx.send(Err(e.to_string()));
+                }
+                // Keep the impressions for the next attempt, within a bound.
+                impressions = batch.impressions;
+                if impressions.len() > MAX_PENDING_IMPRESSIONS {
+                    let drop = impressions.len() - MAX_PENDING_IMPRESSIONS;
+                    impressions.drain(..drop);
+                    metrics::counter!("guardrank_impressions_dropped_total").increment(drop as u64);
+                }
+                deadline = Some(Instant::now() + flush_every.max(Duration::from_millis(200)));
+                if !open {
+                    tracing::error!(lost = impressions.len(), "store failing at shutdown; buffered impressions lost");
+                    impressions.clear();
+                }
+            }
+        }
+        for f in flushes.drain(..) {
+            let _ = f.send(());
+        }
+    }
+}
