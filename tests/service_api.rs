@@ -397,3 +397,44 @@ async fn erasing_a_user_removes_their_policy_and_impressions() {
     assert_eq!(s, 404, "the user's impressions are gone");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn impressions_without_feedback_are_compacted_after_their_ttl() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let mut s = test_settings(d.path());
+    s.impression_ttl_days = 1e-8; // about a millisecond
+    s.compaction_interval_s = 0.2;
+    let app = TestApp::start(s).await;
+    let (_, kept) = app.rank("c", &[("a", SHELL)]).await;
+    let kept = kept["request_id"].as_str().expect("rid").to_string();
+    let (s, _) = app.feedback(json!({"request_id": kept, "candidate_id": "a", "outcome": "rejected"})).await;
+    assert_eq!(s, 200);
+    let (_, dropped) = app.rank("c", &[("a", SHELL)]).await;
+    let dropped = dropped["request_id"].as_str().expect("rid").to_string();
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let (s, v) = app.feedback(json!({"request_id": dropped, "candidate_id": "a", "outcome": "accepted"})).await;
+    assert_eq!(s, 404, "an impression without feedback is compacted away: {v}");
+    let (s, v) = app.feedback(json!({"request_id": kept, "candidate_id": "a", "outcome": "rejected"})).await;
+    assert_eq!((s, v["duplicates"].clone()), (200, json!(1)), "one with feedback stays");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_key_made_with_the_cli_works_on_a_running_server() {
+    let d = tempfile::tempdir().expect("tempdir");
+    let app = TestApp::start(test_settings(d.path())).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_guardrank"))
+        .args(["keys", "create", "--scope", "plugin", "--data-dir"])
+        .arg(d.path())
+        .output()
+        .expect("keys create runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(key.starts_with("grk_"));
+    let body = json!({"user_id": "cli", "candidates": [{"text": "a"}]});
+    eventually("the new key is accepted", || async {
+        app.call(Method::POST, "/v1/rank", Some(&key), Some(body.clone())).await.0 == 200
+    })
+    .await;
+    app.stop().await;
+}

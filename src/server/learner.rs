@@ -31,8 +31,11 @@ pub struct Snapshot {
     pub policies: Vec<(String, PolicyState)>,
 }
 
-/// Applies a batch of events to the shared state. Pure with respect to I/O.
-pub fn apply(shared: &Shared, events: &[Event]) {
+/// Applies a batch of events to the shared state. Pure with respect to I/O: returns the ids
+/// of keys created in the batch, which the caller loads from the store (their hashes are not
+/// in the log).
+pub fn apply(shared: &Shared, events: &[Event]) -> Vec<String> {
+    let mut created = Vec::new();
     let cfg = shared.policy_cfg;
     let weights = shared.label_weights;
     let mut model = shared.model.write().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -52,12 +55,14 @@ pub fn apply(shared: &Shared, events: &[Event]) {
                 policies.remove(user_id);
             }
             EventBody::KeyRevoked { key_id } => shared.keys.revoke(key_id),
-            EventBody::Impression(_) | EventBody::KeyCreated { .. } => {}
+            EventBody::KeyCreated { key_id, .. } => created.push(key_id.clone()),
+            EventBody::Impression(_) => {}
         }
     }
     if let Some(last) = events.last() {
         shared.applied_seq.store(last.seq, Ordering::Release);
     }
+    created
 }
 
 /// Encodes the current state as a snapshot blob.
@@ -158,7 +163,15 @@ async fn run(shared: Arc<Shared>, store: Arc<dyn Store>, committed: Arc<Notify>,
             let s = Arc::clone(&shared);
             // Apply on this dedicated thread: block_in_place is not needed, the runtime
             // driving this future is the learner's own.
-            apply(&s, &events);
+            let created = apply(&s, &events);
+            // Keys created elsewhere (the CLI, another replica) become usable here.
+            for id in created {
+                match store.find_key(&id).await {
+                    Ok(Some(rec)) => shared.keys.upsert(&rec),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, key_id = %id, "cannot load a new key"),
+                }
+            }
             since_snapshot += n;
             if shared.snapshot_every > 0 && since_snapshot >= shared.snapshot_every {
                 take_snapshot(&shared, store.as_ref(), super::now_ms()).await;

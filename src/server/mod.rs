@@ -80,9 +80,7 @@ async fn track(req: Request, next: Next) -> Response {
     let method = req.method().to_string();
     let start = Instant::now();
     let span = tracing::info_span!("request", %method, route = %route);
-    let _enter = span.enter();
-    drop(_enter);
-    let resp = next.run(req).await;
+    let resp = tracing::Instrument::instrument(next.run(req), span).await;
     let status = resp.status().as_u16().to_string();
     metrics::counter!("guardrank_http_requests_total", "route" => route.clone(), "status" => status).increment(1);
     metrics::histogram!("guardrank_http_request_duration_seconds", "route" => route)
@@ -182,6 +180,35 @@ pub struct Application {
     stop_learner: Arc<Notify>,
     learner: Option<std::thread::JoinHandle<()>>,
     writer_task: tokio::task::JoinHandle<()>,
+    compactor: tokio::task::JoinHandle<()>,
+}
+
+/// Compacts on a timer: impressions that got no feedback after `impression_ttl_days`
+/// (replay never reads impressions, so any may go), and feedback older than
+/// `feedback_retention_days` but only up to the newest snapshot (replay needs the rest).
+async fn compaction_loop(state: Arc<AppState>) {
+    let every = Duration::from_secs_f64(state.settings.compaction_interval_s);
+    let day_ms = 86_400_000.0;
+    loop {
+        tokio::time::sleep(every).await;
+        let now = now_ms();
+        let store = &state.store;
+        let imp_cut = now - (state.settings.impression_ttl_days * day_ms) as i64;
+        let fb_cut = now - (state.settings.feedback_retention_days * day_ms) as i64;
+        let result = async {
+            let last = store.last_seq().await?;
+            let a = store.compact(imp_cut, None, last).await?;
+            let snap = store.list_snapshots().await?.first().map_or(0, |s| s.seq);
+            let b = store.compact(i64::MIN, Some(fb_cut), snap).await?;
+            Ok::<_, crate::store::StoreError>((a.impressions, b.feedback))
+        }
+        .await;
+        match result {
+            Ok((0, 0)) => {}
+            Ok((impressions, feedback)) => tracing::info!(impressions, feedback, "compacted"),
+            Err(e) => tracing::warn!(error = %e, "compaction failed; will retry"),
+        }
+    }
 }
 
 impl Application {
@@ -264,7 +291,18 @@ impl Application {
         let listener =
             tokio::net::TcpListener::bind(settings.addr).await.map_err(|e| StartError::Bind(settings.addr, e))?;
         let addr = listener.local_addr().map_err(|e| StartError::Bind(settings.addr, e))?;
-        Ok(Application { listener, addr, state, stop_learner, learner: Some(learner), writer_task })
+        let version = state.shared.model.read().map(|m| m.version.clone()).unwrap_or_default();
+        metrics::gauge!("guardrank_model_info", "version" => version).set(1.0);
+        // Build every rule matcher now, off the request path.
+        if settings.warm_rules {
+            let warm = Arc::clone(&state);
+            tokio::task::spawn_blocking(move || {
+                warm.rules.load().warm_up();
+                warm.prompt_rules.warm_up();
+            });
+        }
+        let compactor = tokio::spawn(compaction_loop(Arc::clone(&state)));
+        Ok(Application { listener, addr, state, stop_learner, learner: Some(learner), writer_task, compactor })
     }
 
     /// The bound address (with the real port when 0 was asked for).
@@ -291,6 +329,7 @@ impl Application {
         tracing::info!(addr = %self.addr, "guardrank listening");
         let app = router(Arc::clone(&self.state));
         let served = axum::serve(self.listener, app.into_make_service()).with_graceful_shutdown(shutdown).await;
+        self.compactor.abort();
         tracing::info!("draining: committing buffered impressions");
         self.state.writer.flush().await;
         let state = self.state;

@@ -38,6 +38,8 @@ pub struct Settings {
     pub impression_ttl_days: f64,
     /// Feedback events are kept this many days (they are training data).
     pub feedback_retention_days: f64,
+    /// Seconds between compaction runs.
+    pub compaction_interval_s: f64,
     /// Impressions are buffered at most this long before they are written.
     pub impression_flush_ms: u64,
     /// A snapshot of weights and policies every this many applied events (0: only at shutdown).
@@ -60,6 +62,9 @@ pub struct Settings {
     pub label_weight_reported: f32,
     pub label_weight_accepted: f32,
     pub label_weight_rejected_flagged: f32,
+    /// Build every rule matcher at start (a second or two of CPU) so no request pays for it;
+    /// off, each language's matchers are built on its first request.
+    pub warm_rules: bool,
     /// A model file to serve instead of the built-in baseline.
     pub model_file: Option<PathBuf>,
 }
@@ -78,6 +83,7 @@ impl Default for Settings {
             retain_text: false,
             impression_ttl_days: 7.0,
             feedback_retention_days: 365.0,
+            compaction_interval_s: 3600.0,
             impression_flush_ms: 50,
             snapshot_every: 50_000,
             snapshots_kept: 3,
@@ -98,6 +104,7 @@ impl Default for Settings {
             label_weight_reported: w.reported,
             label_weight_accepted: w.accepted,
             label_weight_rejected_flagged: w.rejected_flagged,
+            warm_rules: true,
             model_file: None,
         }
     }
@@ -174,6 +181,7 @@ impl Settings {
             ("feedback_retention_days", self.feedback_retention_days),
             ("policy_half_life_days", self.policy_half_life_days),
             ("policy_prior_strength", self.policy_prior_strength),
+            ("compaction_interval_s", self.compaction_interval_s),
         ] {
             if !(v.is_finite() && v > 0.0) {
                 return bad(format!("{name} must be a positive number, got {v}"));

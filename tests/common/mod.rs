@@ -34,6 +34,8 @@ pub fn test_settings(data_dir: &Path) -> Settings {
     s.addr = "127.0.0.1:0".parse().expect("addr");
     s.data_dir = data_dir.to_path_buf();
     s.impression_flush_ms = 10;
+    // Many servers start in one test run; each builds only the matchers it uses.
+    s.warm_rules = false;
     s
 }
 
