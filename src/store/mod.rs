@@ -7,6 +7,7 @@
 //! the last event they include, so a restart loads one and replays the tail.
 
 pub mod codec;
+pub mod postgres;
 pub mod sqlite;
 
 use crate::events::{Event, EventBody, FeedbackIn, Impression, Scope};
@@ -164,7 +165,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn ping(&self) -> Result<(), StoreError>;
 }
 
-/// Opens the store named by a URL: `sqlite://PATH` or a plain path is SQLite.
+/// Opens the store named by a URL: `sqlite://PATH` or a plain path is SQLite;
+/// `postgres://...` (or `postgresql://...`, optionally with `schema=NAME`) is PostgreSQL.
 ///
 /// # Errors
 /// An unknown scheme, or the backend fails to open or migrate.
@@ -174,9 +176,8 @@ pub async fn open(url: &str, durability: Durability) -> Result<std::sync::Arc<dy
         return Ok(std::sync::Arc::new(s));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(StoreError::Invalid(
-            "the PostgreSQL store is not available in this build yet; use sqlite://PATH".into(),
-        ));
+        let s = postgres::PostgresStore::open(url, durability).await?;
+        return Ok(std::sync::Arc::new(s));
     }
     let s = sqlite::SqliteStore::open(std::path::Path::new(url), durability).await?;
     Ok(std::sync::Arc::new(s))

@@ -1,0 +1,889 @@
+//! PostgreSQL backend: one schema of one database, shared by every replica.
+//!
+//! Replicas append to one log and each tails it with [`Store::read_events`]`(after, limit)`,
+//! advancing `after` to the last sequence number it saw. That is only correct if no event can
+//! become visible with a sequence number at or below one a reader has already seen.
+//!
+//! # The order of the log, and why no tailer can skip an event
+//!
+//! A PostgreSQL sequence would not give that: it hands out numbers when rows are inserted,
+//! while transactions commit in another order. If T1 takes seq 7 and T2 takes seq 8, and T2
+//! commits first, a tailer can read 8, advance to `after = 8`, and never read 7 once T1 commits.
+//!
+//! So there is no sequence. The one row of `log_head` holds the highest committed sequence
+//! number, and its row lock is the log's append lock. Every transaction that writes the log or
+//! the tables beside it ([`LogTx`]) runs at READ COMMITTED and starts with
+//! `SELECT last_seq FROM log_head FOR UPDATE`; it numbers its events `last_seq + 1, + 2, ...`,
+//! stores the new `last_seq` in the same row and commits, which releases the lock. Hence:
+//!
+//! 1. *Numbers follow lock order.* Holders of the lock are mutually exclusive, and each reads the
+//!    `last_seq` stored by the previous committed holder (at READ COMMITTED a `FOR UPDATE` that
+//!    waited returns the newest committed version of the row). A holder that aborts leaves
+//!    nothing behind: its numbers were never visible and are handed out again.
+//! 2. *A holder is visible before the next one can start.* PostgreSQL makes a committing
+//!    transaction visible to new snapshots (`ProcArrayEndTransaction`) before it releases its
+//!    locks (`xact.c`: "this must be done _before_ releasing locks we hold"), so by the time the
+//!    next holder gets the row lock, the previous holder's events are in every new snapshot.
+//!
+//! Now suppose a reader's snapshot contains event `n`, committed by Tn, and some event `m < n`
+//! commits, by Tm. If Tm = Tn, the commit is atomic and the snapshot has both. Otherwise, by (1),
+//! Tm held the lock before Tn (had it come after, it would have read `last_seq >= n`), so by (2)
+//! Tm was visible before Tn got the lock, before Tn committed, before the snapshot was taken:
+//! the snapshot contains `m` too. Therefore every snapshot holds a *prefix* of the log (up to
+//! deletions by compaction and erasure), and `seq > after` never skips: an event the tailer has
+//! not seen has a seq above everything it has seen. It also holds across replicas, processes and
+//! connections: the lock and the numbers are in the database. (It holds on a streaming standby
+//! too: commit records replay in WAL order, which is lock order.)
+//!
+//! `last_seq` reads the same row, so it is the highest *committed* number (never an
+//! in-flight one, as a sequence's `last_value` would be), and it never goes back: only lock
+//! holders change it, only upwards, and compaction or erasure of the newest events leaves it be.
+//!
+//! Cost: appends are serialised across all replicas, as they are in SQLite; a transaction holds
+//! the lock for its statements and its commit flush. The service's writer batches many requests
+//! into one [`Store::commit`] (group commit), so commits, not requests, are serialised. Within
+//! one process, log transactions also queue on a FIFO tokio mutex first, so a burst of local
+//! writers waits without holding pool connections (readers keep theirs) and never hits the
+//! pool's acquire timeout. Compaction and erasure take the lock too (compaction in small
+//! chunks), which keeps "validate, then write" in [`Store::commit`] atomic as in SQLite: an
+//! impression cannot be compacted between the check that it exists and the feedback that
+//! refers to it. Keys touched and snapshots saved do not write the log and do not take it.
+//!
+//! # Schema, durability
+//!
+//! The URL may carry a `schema=NAME` parameter (lowercase letters, digits and `_`): the store
+//! then creates that schema if it is missing and sets it as the connections' `search_path`, so
+//! its tables (`migrations/postgres/`) and sqlx's `_sqlx_migrations` live there. Without it the
+//! server's default search path applies. Every other parameter is sqlx's.
+//!
+//! [`Durability::Power`] and [`Durability::Process`] both run with `synchronous_commit = on`
+//! (set on every connection, whatever the server's default): a commit returns once its WAL is
+//! flushed. `off` would let a crash of the database server lose acknowledged commits, and the
+//! server is one of the processes a [`Durability::Process`] store must survive; group commit
+//! makes the flush cheap. Whether power loss is survived then depends on the server's own
+//! `fsync` and storage, as it does for any PostgreSQL client.
+//!
+//! Bodies of events are [`codec`] blobs (BYTEA); times and sequence numbers are BIGINT.
+
+use super::{Compacted, Durability, GroupOutcome, KeyRecord, SnapshotInfo, Store, StoreError, WriteBatch, codec};
+use crate::events::{Event, EventBody, FeedbackEvent, FeedbackIn, Impression, Scope};
+use async_trait::async_trait;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{AssertSqlSafe, PgConnection, Postgres, SqlSafeStr, Transaction};
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+use tokio::sync::{Mutex, MutexGuard};
+
+/// The migrations, in version order: `(version, description, sql)`, one per file of
+/// `migrations/postgres/` (a unit test checks that the list and the directory agree). Embedded
+/// with `include_str!` rather than `sqlx::migrate!`, which needs sqlx's `macros` feature; the
+/// migrations table and checksums are the same as `migrate!` would write.
+const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../../migrations/postgres/0001_init.sql"))];
+
+/// Connections per store (per replica). Log transactions use at most one at a time (they queue
+/// on `write_lock` first); the rest serve readers, snapshots and key touches.
+const MAX_CONNECTIONS: u32 = 6;
+
+/// Rows deleted per transaction by [`Store::compact`], so a large compaction never holds the
+/// log lock for long and commits interleave with it.
+const COMPACT_CHUNK: i64 = 5_000;
+
+/// A session idle inside a transaction for this long is ended by the server, so a client that
+/// hangs mid-transaction (not one that dies: its connection closes) cannot hold the log lock of
+/// every replica for long. Far above any pause of a healthy log transaction.
+const IDLE_IN_TRANSACTION_TIMEOUT: &str = "60s";
+
+/// Compaction of impressions without feedback (`$1` cut, `$2` max seq, `$3` chunk). Their index
+/// rows go with them (ON DELETE CASCADE).
+const COMPACT_IMPRESSIONS: &str = "DELETE FROM events WHERE seq IN (SELECT seq FROM impressions \
+     WHERE NOT has_feedback AND at_ms < $1 AND seq <= $2 LIMIT $3)";
+
+/// Compaction of feedback (`$1` cut, `$2` max seq, `$3` chunk). Their idempotency keys go with
+/// them (ON DELETE CASCADE): a duplicate arriving after its original was compacted is recorded
+/// again, if its impression is still there.
+const COMPACT_FEEDBACK: &str = "DELETE FROM events WHERE seq IN (SELECT seq FROM events \
+     WHERE kind = 'feedback' AND at_ms < $1 AND seq <= $2 LIMIT $3)";
+
+/// The PostgreSQL store. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct PostgresStore {
+    pool: PgPool,
+    /// Local queue of log transactions (see the module docs); the database's log lock is what
+    /// orders them across replicas.
+    write_lock: Mutex<()>,
+}
+
+/// A PostgreSQL URL with guardrank's own `schema` parameter taken off.
+#[derive(Debug, PartialEq, Eq)]
+struct ParsedUrl {
+    /// The URL as sqlx reads it.
+    sqlx_url: String,
+    schema: Option<String>,
+}
+
+/// Splits the `schema=NAME` parameter off `url`; every other part is left to sqlx.
+fn parse_url(url: &str) -> Result<ParsedUrl, StoreError> {
+    let (body, fragment) = match url.split_once('#') {
+        Some((b, f)) => (b, Some(f)),
+        None => (url, None),
+    };
+    let Some((base, query)) = body.split_once('?') else {
+        return Ok(ParsedUrl { sqlx_url: url.to_owned(), schema: None });
+    };
+    let mut schema = None;
+    let mut kept = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("schema", value)) => {
+                if !valid_schema(value) {
+                    return Err(StoreError::Invalid(format!(
+                        "invalid schema {value:?} in the PostgreSQL URL: use 1 to 63 lowercase letters, \
+                         digits and '_', not starting with a digit"
+                    )));
+                }
+                if schema.replace(value.to_owned()).is_some() {
+                    return Err(StoreError::Invalid("the PostgreSQL URL names a schema twice".into()));
+                }
+            }
+            _ => kept.push(pair),
+        }
+    }
+    let mut sqlx_url = base.to_owned();
+    if !kept.is_empty() {
+        sqlx_url.push('?');
+        sqlx_url.push_str(&kept.join("&"));
+    }
+    if let Some(f) = fragment {
+        sqlx_url.push('#');
+        sqlx_url.push_str(f);
+    }
+    Ok(ParsedUrl { sqlx_url, schema })
+}
+
+/// A schema name that needs no quoting anywhere: it is spliced into `CREATE SCHEMA` and sent as
+/// the `search_path` startup option.
+fn valid_schema(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 63
+        && chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// The server and database of `options`, for messages (never the password).
+fn describe(options: &PgConnectOptions) -> String {
+    format!("{}:{}/{}", options.get_host(), options.get_port(), options.get_database().unwrap_or("(default database)"))
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://...`, optionally with `schema=NAME`; see
+    /// the module docs), creates the schema if it is named and missing, and migrates it.
+    ///
+    /// # Errors
+    /// A malformed URL or schema name ([`StoreError::Invalid`]), the server cannot be reached
+    /// or refuses ([`StoreError::Unavailable`]), or a migration fails
+    /// ([`StoreError::Migration`]).
+    pub async fn open(url: &str, durability: Durability) -> Result<PostgresStore, StoreError> {
+        let ParsedUrl { sqlx_url, schema } = parse_url(url)?;
+        let options = PgConnectOptions::from_str(&sqlx_url)
+            .map_err(|e| StoreError::Invalid(format!("invalid PostgreSQL URL: {e}")))?;
+        let target = describe(&options);
+        let unavailable = |e: &dyn std::fmt::Display| StoreError::Unavailable(format!("cannot open {target}: {e}"));
+        let synchronous_commit = match durability {
+            // Both: see the module docs.
+            Durability::Power | Durability::Process => "on",
+        };
+        let mut options = options.options([
+            ("synchronous_commit", synchronous_commit),
+            ("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION_TIMEOUT),
+        ]);
+        if let Some(schema) = &schema {
+            options = options.options([("search_path", schema.as_str())]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .connect_with(options)
+            .await
+            .map_err(|e| unavailable(&e))?;
+        if let Some(schema) = &schema {
+            create_schema(&pool, schema).await.map_err(|e| unavailable(&e))?;
+        }
+        migrator().run(&pool).await.map_err(|e| StoreError::Migration(format!("{target}: {e}")))?;
+        Ok(PostgresStore { pool, write_lock: Mutex::new(()) })
+    }
+
+    /// Starts a log transaction: waits for the local queue, then for the log lock.
+    async fn begin_log(&self) -> Result<LogTx<'_>, StoreError> {
+        let local = self.write_lock.lock().await;
+        let mut tx = self.pool.begin_with("BEGIN ISOLATION LEVEL READ COMMITTED").await?;
+        let head: Option<i64> =
+            sqlx::query_scalar("SELECT last_seq FROM log_head FOR UPDATE").fetch_optional(&mut *tx).await?;
+        let head = head.ok_or_else(|| StoreError::Corrupt("the log_head row is missing".into()))?;
+        Ok(LogTx { tx, head, last: head, _local: local })
+    }
+
+    /// Runs `delete` (a `DELETE FROM events` of at most `$3` rows, filtered by `$1` and `$2`)
+    /// in one log transaction after another until it deletes fewer than `chunk`.
+    async fn delete_chunked(&self, delete: &'static str, a: i64, b: i64, chunk: i64) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let mut log = self.begin_log().await?;
+            let n = sqlx::query(delete).bind(a).bind(b).bind(chunk).execute(log.conn()).await?.rows_affected();
+            log.commit().await?;
+            total += n;
+            if n < chunk.unsigned_abs() {
+                return Ok(total);
+            }
+        }
+    }
+}
+
+/// Creates `schema` unless it exists (checked first: `CREATE SCHEMA IF NOT EXISTS` needs the
+/// CREATE privilege on the database even when the schema is there).
+async fn create_schema(pool: &PgPool, schema: &str) -> Result<(), sqlx::Error> {
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+        .bind(schema)
+        .fetch_one(pool)
+        .await?;
+    if exists {
+        return Ok(());
+    }
+    // `schema` passed `valid_schema`: no quoting needed.
+    match sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS {schema}"))).execute(pool).await {
+        // Another replica created it at the same instant.
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(()),
+        other => other.map(|_| ()),
+    }
+}
+
+fn migrator() -> Migrator {
+    Migrator::with_migrations(
+        MIGRATIONS
+            .iter()
+            .map(|&(version, description, sql)| {
+                Migration::new(version, description.into(), MigrationType::Simple, sql.into_sql_str(), false)
+            })
+            .collect(),
+    )
+}
+
+/// A transaction holding the log lock (the `log_head` row): the only way events are numbered.
+/// Dropping it without [`LogTx::commit`] rolls back, and the numbers it used are free again.
+struct LogTx<'a> {
+    // Declared before `_local`: the transaction goes first.
+    tx: Transaction<'static, Postgres>,
+    /// `last_seq` when the lock was taken.
+    head: i64,
+    /// The last number this transaction handed out (`head` if none).
+    last: i64,
+    _local: MutexGuard<'a, ()>,
+}
+
+impl LogTx<'_> {
+    fn conn(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+
+    /// Appends one event; returns its seq.
+    async fn insert_event(&mut self, at_ms: i64, body: &EventBody) -> Result<i64, StoreError> {
+        let bytes = codec::encode_event(body)
+            .map_err(|e| StoreError::Invalid(format!("cannot encode a {} event: {e}", body.kind())))?;
+        let seq = self.last + 1;
+        sqlx::query("INSERT INTO events (seq, at_ms, kind, user_id, body) VALUES ($1, $2, $3, $4, $5)")
+            .bind(seq)
+            .bind(at_ms)
+            .bind(body.kind())
+            .bind(body.user_id())
+            .bind(bytes)
+            .execute(&mut *self.tx)
+            .await?;
+        self.last = seq;
+        Ok(seq)
+    }
+
+    /// Stores the new head (if events were appended) and commits, releasing the lock.
+    async fn commit(self) -> Result<(), StoreError> {
+        let LogTx { mut tx, head, last, _local } = self;
+        if last != head {
+            sqlx::query("UPDATE log_head SET last_seq = $1").bind(last).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+fn decode_body(seq: i64, bytes: &[u8]) -> Result<EventBody, StoreError> {
+    codec::decode_event(bytes).map_err(|e| StoreError::Corrupt(format!("event {seq} does not decode: {e}")))
+}
+
+/// The stored impression of a request, decoded from its event.
+async fn load_impression(conn: &mut PgConnection, request_id: &str) -> Result<Option<Impression>, StoreError> {
+    let row: Option<(i64, Vec<u8>)> = sqlx::query_as(
+        "SELECT e.seq, e.body FROM impressions i JOIN events e ON e.seq = i.seq WHERE i.request_id = $1",
+    )
+    .bind(request_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some((seq, bytes)) = row else {
+        return Ok(None);
+    };
+    match decode_body(seq, &bytes)? {
+        EventBody::Impression(imp) => Ok(Some(imp)),
+        other => Err(StoreError::Corrupt(format!(
+            "event {seq}, indexed as the impression of request {request_id:?}, is a {} event",
+            other.kind()
+        ))),
+    }
+}
+
+/// Validates a feedback group against the served impressions (loaded into `served` on first
+/// use) and, if every event is valid, records the new ones.
+async fn record_group(
+    log: &mut LogTx<'_>,
+    at_ms: i64,
+    group: &[FeedbackIn],
+    served: &mut HashMap<String, Option<Impression>>,
+) -> Result<GroupOutcome, StoreError> {
+    // Validate the whole group before writing any of it.
+    let mut joined = Vec::with_capacity(group.len());
+    for (index, fb) in group.iter().enumerate() {
+        if !served.contains_key(&fb.request_id) {
+            let imp = load_impression(log.conn(), &fb.request_id).await?;
+            served.insert(fb.request_id.clone(), imp);
+        }
+        let Some(Some(imp)) = served.get(&fb.request_id) else {
+            return Ok(GroupOutcome::UnknownRequest { index, request_id: fb.request_id.clone() });
+        };
+        let Some(cand) = imp.candidate(&fb.candidate_id) else {
+            return Ok(GroupOutcome::UnknownCandidate {
+                index,
+                request_id: fb.request_id.clone(),
+                candidate_id: fb.candidate_id.clone(),
+            });
+        };
+        joined.push(FeedbackEvent {
+            request_id: fb.request_id.clone(),
+            candidate_id: fb.candidate_id.clone(),
+            outcome: fb.outcome,
+            user_id: Some(imp.user_id.clone()),
+            risk: cand.risk,
+            flagged: cand.flagged,
+            features: cand.features.clone(),
+            model_version: imp.model_version.clone(),
+        });
+    }
+    let (mut recorded, mut duplicates) = (0u32, 0u32);
+    for ev in joined {
+        let seen: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM feedback_keys WHERE request_id = $1 AND candidate_id = $2 AND outcome = $3",
+        )
+        .bind(&ev.request_id)
+        .bind(&ev.candidate_id)
+        .bind(ev.outcome.name())
+        .fetch_optional(log.conn())
+        .await?;
+        if seen.is_some() {
+            duplicates += 1;
+            continue;
+        }
+        let (request_id, candidate_id, outcome) = (ev.request_id.clone(), ev.candidate_id.clone(), ev.outcome);
+        let seq = log.insert_event(at_ms, &EventBody::Feedback(ev)).await?;
+        sqlx::query("INSERT INTO feedback_keys (request_id, candidate_id, outcome, seq) VALUES ($1, $2, $3, $4)")
+            .bind(&request_id)
+            .bind(&candidate_id)
+            .bind(outcome.name())
+            .bind(seq)
+            .execute(log.conn())
+            .await?;
+        sqlx::query("UPDATE impressions SET has_feedback = TRUE WHERE request_id = $1 AND NOT has_feedback")
+            .bind(&request_id)
+            .execute(log.conn())
+            .await?;
+        recorded += 1;
+    }
+    Ok(GroupOutcome::Recorded { recorded, duplicates })
+}
+
+type KeyRow = (String, String, Vec<u8>, i64, Option<i64>, Option<i64>);
+
+// `COLLATE "C"`: ties on the creation time are broken by the bytes of the id, as in SQLite,
+// whatever the database's collation.
+const LIST_KEYS: &str = "SELECT id, scope, hash, created_at_ms, revoked_at_ms, last_used_at_ms \
+                         FROM api_keys ORDER BY created_at_ms DESC, id COLLATE \"C\" DESC";
+const FIND_KEY: &str = "SELECT id, scope, hash, created_at_ms, revoked_at_ms, last_used_at_ms \
+                        FROM api_keys WHERE id = $1";
+
+fn key_from_row(
+    (id, scope, hash, created_at_ms, revoked_at_ms, last_used_at_ms): KeyRow,
+) -> Result<KeyRecord, StoreError> {
+    let scope = scope.parse::<Scope>().map_err(|e| StoreError::Corrupt(format!("key {id}: {e}")))?;
+    let hash = <[u8; 32]>::try_from(hash.as_slice())
+        .map_err(|_| StoreError::Corrupt(format!("key {id}: hash is {} bytes, not 32", hash.len())))?;
+    Ok(KeyRecord { id, scope, hash, created_at_ms, revoked_at_ms, last_used_at_ms })
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn commit(&self, batch: &WriteBatch) -> Result<Vec<GroupOutcome>, StoreError> {
+        let WriteBatch { at_ms, impressions, feedback } = batch;
+        let at_ms = *at_ms;
+        if impressions.is_empty() && feedback.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut log = self.begin_log().await?;
+        // Impressions of this commit, by request id (`None`: known to be missing).
+        let mut served: HashMap<String, Option<Impression>> = HashMap::new();
+        for imp in impressions {
+            let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM impressions WHERE request_id = $1")
+                .bind(&imp.request_id)
+                .fetch_optional(log.conn())
+                .await?;
+            if exists.is_some() {
+                continue;
+            }
+            let (request_id, user_id) = (imp.request_id.clone(), imp.user_id.clone());
+            let body = EventBody::Impression(imp.clone());
+            let seq = log.insert_event(at_ms, &body).await?;
+            sqlx::query(
+                "INSERT INTO impressions (request_id, seq, user_id, at_ms, has_feedback) \
+                 VALUES ($1, $2, $3, $4, FALSE)",
+            )
+            .bind(&request_id)
+            .bind(seq)
+            .bind(&user_id)
+            .bind(at_ms)
+            .execute(log.conn())
+            .await?;
+            if let EventBody::Impression(imp) = body {
+                served.insert(request_id, Some(imp));
+            }
+        }
+        let mut outcomes = Vec::with_capacity(feedback.len());
+        for group in feedback {
+            outcomes.push(record_group(&mut log, at_ms, group, &mut served).await?);
+        }
+        log.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn append(&self, at_ms: i64, events: Vec<EventBody>) -> Result<Vec<i64>, StoreError> {
+        if let Some(b) = events.iter().find(|b| matches!(b, EventBody::Impression(_) | EventBody::Feedback(_))) {
+            return Err(StoreError::Invalid(format!("{} events are written by commit, not append", b.kind())));
+        }
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut log = self.begin_log().await?;
+        let mut seqs = Vec::with_capacity(events.len());
+        for body in &events {
+            seqs.push(log.insert_event(at_ms, body).await?);
+        }
+        log.commit().await?;
+        Ok(seqs)
+    }
+
+    async fn read_events(&self, after: i64, limit: u32) -> Result<Vec<Event>, StoreError> {
+        // One statement, one snapshot: a prefix of the log (see the module docs).
+        let rows: Vec<(i64, i64, Vec<u8>)> =
+            sqlx::query_as("SELECT seq, at_ms, body FROM events WHERE seq > $1 ORDER BY seq LIMIT $2")
+                .bind(after)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+        rows.into_iter().map(|(seq, at_ms, bytes)| Ok(Event { seq, at_ms, body: decode_body(seq, &bytes)? })).collect()
+    }
+
+    async fn last_seq(&self) -> Result<i64, StoreError> {
+        // The head row, not MAX(seq): it is the highest committed number and stays put when
+        // compaction or erasure deletes the newest events.
+        let seq: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM log_head").fetch_optional(&self.pool).await?;
+        seq.ok_or_else(|| StoreError::Corrupt("the log_head row is missing".into()))
+    }
+
+    async fn impression(&self, request_id: &str) -> Result<Option<Impression>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        load_impression(&mut conn, request_id).await
+    }
+
+    async fn save_snapshot(&self, seq: i64, at_ms: i64, blob: Vec<u8>, keep: u32) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Replicas save snapshots into the same table: one at a time, so two pruning DELETEs
+        // never lock the same rows in different orders. Readers (ACCESS SHARE) are not blocked,
+        // and neither is the log.
+        sqlx::query("LOCK TABLE snapshots IN SHARE ROW EXCLUSIVE MODE").execute(&mut *tx).await?;
+        sqlx::query(
+            "INSERT INTO snapshots (seq, at_ms, blob) VALUES ($1, $2, $3) \
+             ON CONFLICT (seq) DO UPDATE SET at_ms = excluded.at_ms, blob = excluded.blob",
+        )
+        .bind(seq)
+        .bind(at_ms)
+        .bind(blob)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM snapshots WHERE seq NOT IN (SELECT seq FROM snapshots ORDER BY seq DESC LIMIT $1)")
+            .bind(i64::from(keep))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_snapshots(&self) -> Result<Vec<SnapshotInfo>, StoreError> {
+        let rows: Vec<(i64, i64, i64)> =
+            sqlx::query_as("SELECT seq, at_ms, octet_length(blob)::BIGINT FROM snapshots ORDER BY seq DESC")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, at_ms, bytes)| SnapshotInfo { seq, at_ms, bytes: bytes.unsigned_abs() })
+            .collect())
+    }
+
+    async fn load_snapshot(&self, seq: i64) -> Result<Option<Vec<u8>>, StoreError> {
+        let blob = sqlx::query_scalar("SELECT blob FROM snapshots WHERE seq = $1")
+            .bind(seq)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(blob)
+    }
+
+    async fn compact(
+        &self,
+        impressions_before_ms: i64,
+        feedback_before_ms: Option<i64>,
+        max_seq: i64,
+    ) -> Result<Compacted, StoreError> {
+        let impressions =
+            self.delete_chunked(COMPACT_IMPRESSIONS, impressions_before_ms, max_seq, COMPACT_CHUNK).await?;
+        let feedback = match feedback_before_ms {
+            Some(before) => self.delete_chunked(COMPACT_FEEDBACK, before, max_seq, COMPACT_CHUNK).await?,
+            None => 0,
+        };
+        Ok(Compacted { impressions, feedback })
+    }
+
+    async fn erase_user(&self, user_id: &str, at_ms: i64) -> Result<(i64, u64, u64), StoreError> {
+        let mut log = self.begin_log().await?;
+        let impressions = sqlx::query("DELETE FROM events WHERE kind = 'impression' AND user_id = $1")
+            .bind(user_id)
+            .execute(log.conn())
+            .await?
+            .rows_affected();
+        let rows: Vec<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT seq, body FROM events WHERE kind = 'feedback' AND user_id = $1 ORDER BY seq")
+                .bind(user_id)
+                .fetch_all(log.conn())
+                .await?;
+        let mut feedback = 0;
+        for (seq, bytes) in rows {
+            let EventBody::Feedback(mut ev) = decode_body(seq, &bytes)? else {
+                return Err(StoreError::Corrupt(format!("event {seq} is stored as feedback but is not")));
+            };
+            ev.user_id = None;
+            let bytes = codec::encode_event(&EventBody::Feedback(ev))
+                .map_err(|e| StoreError::Invalid(format!("cannot encode event {seq}: {e}")))?;
+            sqlx::query("UPDATE events SET body = $1, user_id = NULL WHERE seq = $2")
+                .bind(bytes)
+                .bind(seq)
+                .execute(log.conn())
+                .await?;
+            feedback += 1;
+        }
+        let tombstone = log.insert_event(at_ms, &EventBody::UserErased { user_id: user_id.to_owned() }).await?;
+        log.commit().await?;
+        Ok((tombstone, impressions, feedback))
+    }
+
+    async fn insert_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
+        let mut log = self.begin_log().await?;
+        // ON CONFLICT rather than a caught unique violation, which would abort the transaction
+        // and log an error on the server.
+        let inserted = sqlx::query(
+            "INSERT INTO api_keys (id, scope, hash, created_at_ms, revoked_at_ms, last_used_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&key.id)
+        .bind(key.scope.name())
+        .bind(key.hash.as_slice())
+        .bind(key.created_at_ms)
+        .bind(key.revoked_at_ms)
+        .bind(key.last_used_at_ms)
+        .execute(log.conn())
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            return Err(StoreError::Invalid(format!("a key with id {:?} already exists", key.id)));
+        }
+        let body = EventBody::KeyCreated { key_id: key.id.clone(), scope: key.scope };
+        log.insert_event(key.created_at_ms, &body).await?;
+        log.commit().await?;
+        Ok(())
+    }
+
+    async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows: Vec<KeyRow> = sqlx::query_as(LIST_KEYS).fetch_all(&self.pool).await?;
+        rows.into_iter().map(key_from_row).collect()
+    }
+
+    async fn find_key(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let row: Option<KeyRow> = sqlx::query_as(FIND_KEY).bind(id).fetch_optional(&self.pool).await?;
+        row.map(key_from_row).transpose()
+    }
+
+    async fn revoke_key(&self, id: &str, at_ms: i64) -> Result<bool, StoreError> {
+        let mut log = self.begin_log().await?;
+        let changed = sqlx::query("UPDATE api_keys SET revoked_at_ms = $1 WHERE id = $2 AND revoked_at_ms IS NULL")
+            .bind(at_ms)
+            .bind(id)
+            .execute(log.conn())
+            .await?
+            .rows_affected();
+        if changed == 0 {
+            return Ok(false);
+        }
+        log.insert_event(at_ms, &EventBody::KeyRevoked { key_id: id.to_owned() }).await?;
+        log.commit().await?;
+        Ok(true)
+    }
+
+    async fn touch_keys(&self, used: &[(String, i64)]) -> Result<(), StoreError> {
+        // The newest use of each key, in id order: concurrent touches (other replicas) lock
+        // rows in the same order and so cannot deadlock. No log lock: the log is not written.
+        let mut newest: BTreeMap<&str, i64> = BTreeMap::new();
+        for (id, at_ms) in used {
+            let t = newest.entry(id.as_str()).or_insert(*at_ms);
+            *t = (*t).max(*at_ms);
+        }
+        if newest.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for (id, at_ms) in newest {
+            sqlx::query(
+                "UPDATE api_keys SET last_used_at_ms = GREATEST(COALESCE(last_used_at_ms, $1), $1) WHERE id = $2",
+            )
+            .bind(at_ms)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::{CandidateRecord, Outcome};
+    use crate::features::Features;
+    use sqlx::Connection;
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[test]
+    fn every_migration_file_is_registered_in_order() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .expect("migrations dir")
+            .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".sql"))
+            .collect();
+        files.sort();
+        let listed: Vec<String> = MIGRATIONS.iter().map(|(v, d, _)| format!("{v:04}_{d}.sql")).collect();
+        assert_eq!(files, listed);
+        for (name, (_, _, sql)) in files.iter().zip(MIGRATIONS) {
+            assert_eq!(&std::fs::read_to_string(dir.join(name)).expect("migration file"), sql, "{name}");
+        }
+    }
+
+    #[test]
+    fn the_schema_parameter_is_taken_off_the_url() {
+        let p = parse_url("postgres://u:p@h:5432/db?sslmode=disable&schema=gr_1&application_name=x").expect("parse");
+        assert_eq!(p.sqlx_url, "postgres://u:p@h:5432/db?sslmode=disable&application_name=x");
+        assert_eq!(p.schema.as_deref(), Some("gr_1"));
+        let p = parse_url("postgres://h/db?schema=_a").expect("parse");
+        assert_eq!((p.sqlx_url.as_str(), p.schema.as_deref()), ("postgres://h/db", Some("_a")));
+        let p = parse_url("postgresql://h/db").expect("parse");
+        assert_eq!((p.sqlx_url.as_str(), p.schema), ("postgresql://h/db", None));
+        let p = parse_url("postgres://h/db?options=-c%20search_path%3Dx").expect("parse");
+        assert_eq!((p.sqlx_url.as_str(), p.schema), ("postgres://h/db?options=-c%20search_path%3Dx", None));
+        for bad in ["Upper", "1abc", "a-b", "a b", "a\"b", "", &"a".repeat(64)] {
+            let err = parse_url(&format!("postgres://h/db?schema={bad}")).expect_err(bad);
+            assert!(matches!(err, StoreError::Invalid(_)), "{bad}: {err}");
+        }
+        assert!(parse_url("postgres://h/db?schema=a&schema=b").is_err());
+    }
+
+    /// A fresh schema in the test database, or `None` (with a note) without one.
+    async fn scratch() -> Option<(String, String)> {
+        let Ok(base) = std::env::var("GUARDRANK_TEST_DATABASE_URL") else {
+            eprintln!("skipped: GUARDRANK_TEST_DATABASE_URL not set");
+            return None;
+        };
+        let schema = format!("gr_unit_{:016x}", rand::random::<u64>());
+        let sep = if base.contains('?') { '&' } else { '?' };
+        Some((format!("{base}{sep}schema={schema}"), schema))
+    }
+
+    async fn drop_schema(store: PostgresStore, schema: &str) {
+        let pool = store.pool.clone();
+        drop(store);
+        sqlx::query(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE"))).execute(&pool).await.expect("drop schema");
+        pool.close().await;
+    }
+
+    #[tokio::test]
+    async fn a_body_that_does_not_decode_is_corrupt_naming_its_seq() {
+        let Some((url, schema)) = scratch().await else { return };
+        let store = PostgresStore::open(&url, Durability::Process).await.expect("open");
+        let seqs = store.append(1, vec![EventBody::PolicyReset { user_id: "u".into() }]).await.expect("append");
+        sqlx::query("UPDATE events SET body = '\\x0102ff'::bytea WHERE seq = $1")
+            .bind(seqs[0])
+            .execute(&store.pool)
+            .await
+            .expect("update");
+        let err = store.read_events(0, 10).await.expect_err("corrupt");
+        assert!(matches!(&err, StoreError::Corrupt(m) if m.contains(&format!("event {}", seqs[0]))), "{err}");
+        drop_schema(store, &schema).await;
+    }
+
+    /// The log lock at work: while another transaction holds the `log_head` row, an append
+    /// waits; once that transaction commits, the append numbers its event after the holder's.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn appends_wait_for_the_log_lock_and_number_after_its_holder() {
+        let Some((url, schema)) = scratch().await else { return };
+        let store = Arc::new(PostgresStore::open(&url, Durability::Power).await.expect("open"));
+        // A "replica" holding the lock, numbering by hand as a LogTx does.
+        let mut other = store.pool.acquire().await.expect("conn").detach();
+        let mut tx = other.begin().await.expect("begin");
+        let head: i64 =
+            sqlx::query_scalar("SELECT last_seq FROM log_head FOR UPDATE").fetch_one(&mut *tx).await.expect("lock");
+        let body = codec::encode_event(&EventBody::PolicyReset { user_id: "first".into() }).expect("encode");
+        sqlx::query("INSERT INTO events (seq, at_ms, kind, user_id, body) VALUES ($1, 1, 'policy_reset', NULL, $2)")
+            .bind(head + 1)
+            .bind(body)
+            .execute(&mut *tx)
+            .await
+            .expect("insert");
+        sqlx::query("UPDATE log_head SET last_seq = $1").bind(head + 1).execute(&mut *tx).await.expect("head");
+
+        let s = Arc::clone(&store);
+        let mut waiting = tokio::spawn(async move {
+            s.append(2, vec![EventBody::PolicyReset { user_id: "second".into() }]).await.expect("append")
+        });
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), &mut waiting).await.is_err(),
+            "an append must wait while another transaction holds the log lock"
+        );
+        // Nothing is visible yet: the holder has not committed, and the waiter has no number.
+        assert!(store.read_events(0, 10).await.expect("read").is_empty());
+        assert_eq!(store.last_seq().await.expect("last seq"), head);
+        tx.commit().await.expect("commit");
+        let seqs = waiting.await.expect("task");
+        assert_eq!(seqs, vec![head + 2]);
+        let seen: Vec<i64> = store.read_events(0, 10).await.expect("read").iter().map(|e| e.seq).collect();
+        assert_eq!(seen, vec![head + 1, head + 2]);
+        assert_eq!(store.last_seq().await.expect("last seq"), head + 2);
+        other.close().await.expect("close");
+        let store = Arc::into_inner(store).expect("last reference");
+        drop_schema(store, &schema).await;
+    }
+
+    fn impression(request_id: &str, user_id: &str) -> Impression {
+        Impression {
+            request_id: request_id.into(),
+            user_id: user_id.into(),
+            key_id: "k".into(),
+            model_version: "m".into(),
+            language: None,
+            prompt_risk: 0.0,
+            candidates: vec![CandidateRecord {
+                id: "c".into(),
+                risk: 0.5,
+                flagged: false,
+                features: Features { idx: vec![3, 17], val: vec![1.0, 0.5], offset: 0.0 },
+                rules: vec![],
+                text: None,
+            }],
+        }
+    }
+
+    fn accepted(request_id: &str) -> Vec<FeedbackIn> {
+        vec![FeedbackIn { request_id: request_id.into(), candidate_id: "c".into(), outcome: Outcome::Accepted }]
+    }
+
+    async fn count(store: &PostgresStore, sql: &'static str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&store.pool).await.expect("count")
+    }
+
+    #[tokio::test]
+    async fn index_rows_and_keys_go_with_their_events() {
+        let Some((url, schema)) = scratch().await else { return };
+        let store = PostgresStore::open(&url, Durability::Power).await.expect("open");
+        let batch = WriteBatch {
+            at_ms: 10,
+            impressions: vec![impression("a", "u1"), impression("b", "u1"), impression("c", "u2")],
+            feedback: vec![accepted("b"), accepted("c")],
+        };
+        store.commit(&batch).await.expect("commit");
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM impressions WHERE has_feedback").await, 2);
+        store.compact(100, Some(100), 1_000).await.expect("compact");
+        store.erase_user("u1", 20).await.expect("erase");
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM impressions").await, 1);
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM events WHERE kind = 'impression'").await, 1);
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM feedback_keys").await, 0);
+        // The head stays at the tombstone, the highest number handed out.
+        assert_eq!(count(&store, "SELECT last_seq FROM log_head").await, 6);
+        drop_schema(store, &schema).await;
+    }
+
+    #[tokio::test]
+    async fn compaction_deletes_in_chunks_until_done() {
+        let Some((url, schema)) = scratch().await else { return };
+        let store = PostgresStore::open(&url, Durability::Process).await.expect("open");
+        let impressions = (0..12).map(|i| impression(&format!("r{i}"), "u")).collect();
+        let feedback = (0..12).map(|i| accepted(&format!("r{i}"))).collect();
+        let batch = WriteBatch { at_ms: 10, impressions, feedback };
+        store.commit(&batch).await.expect("commit");
+        let max = store.last_seq().await.expect("last seq");
+        assert_eq!(max, 24, "numbers are contiguous without rollbacks");
+        let deleted = store.delete_chunked(COMPACT_FEEDBACK, 100, max, 5).await.expect("delete");
+        assert_eq!(deleted, 12);
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM events WHERE kind = 'feedback'").await, 0);
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM feedback_keys").await, 0);
+        assert_eq!(store.last_seq().await.expect("last seq"), max);
+        drop_schema(store, &schema).await;
+    }
+
+    #[tokio::test]
+    async fn the_schema_is_created_and_holds_the_tables() {
+        let Some((url, schema)) = scratch().await else { return };
+        let store = PostgresStore::open(&url, Durability::Process).await.expect("open");
+        // Opening again finds the schema and the migrations in place.
+        let again = PostgresStore::open(&url, Durability::Process).await.expect("reopen");
+        drop(again);
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT table_name::TEXT FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1",
+        )
+        .bind(&schema)
+        .fetch_all(&store.pool)
+        .await
+        .expect("tables");
+        assert_eq!(
+            tables,
+            ["_sqlx_migrations", "api_keys", "events", "feedback_keys", "impressions", "log_head", "snapshots"]
+        );
+        drop_schema(store, &schema).await;
+    }
+}
