@@ -21,6 +21,8 @@ use tokio::sync::Notify;
 
 /// Events read and applied per batch.
 const BATCH: u32 = 2000;
+/// Events applied per write-lock acquisition.
+const LOCK_CHUNK: usize = 64;
 
 /// What a snapshot holds.
 #[derive(Serialize, Deserialize)]
@@ -36,6 +38,17 @@ pub struct Snapshot {
 /// in the log).
 pub fn apply(shared: &Shared, events: &[Event]) -> Vec<String> {
     let mut created = Vec::new();
+    // Locks are taken per chunk, so a reader never waits for more than a few dozen updates.
+    for chunk in events.chunks(LOCK_CHUNK) {
+        apply_chunk(shared, chunk, &mut created);
+    }
+    if let Some(last) = events.last() {
+        shared.applied_seq.store(last.seq, Ordering::Release);
+    }
+    created
+}
+
+fn apply_chunk(shared: &Shared, events: &[Event], created: &mut Vec<String>) {
     let cfg = shared.policy_cfg;
     let weights = shared.label_weights;
     let mut model = shared.model.write().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -59,10 +72,6 @@ pub fn apply(shared: &Shared, events: &[Event]) -> Vec<String> {
             EventBody::Impression(_) => {}
         }
     }
-    if let Some(last) = events.last() {
-        shared.applied_seq.store(last.seq, Ordering::Release);
-    }
-    created
 }
 
 /// Encodes the current state as a snapshot blob.

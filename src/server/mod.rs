@@ -257,7 +257,7 @@ impl Application {
             keys,
             snapshot_every: settings.snapshot_every,
             snapshots_kept: settings.snapshots_kept,
-            tail_interval: Duration::from_millis(250),
+            tail_interval: Duration::from_millis(100),
         });
         let committed = Arc::new(Notify::new());
         let (writer, writer_task) = writer::spawn(
