@@ -176,6 +176,7 @@ impl Extractor {
         binary.push(self.h(NS_SIZE, &[b'l', lines_bucket as u8]));
 
         let mut norm = String::with_capacity(64);
+        let mut word = String::with_capacity(32);
         let mut prev: Option<u32> = None;
         let code: Vec<_> = lexed.tokens.iter().filter(|t| t.kind != TokenKind::Comment).collect();
         let mut chain: Vec<&str> = Vec::with_capacity(8);
@@ -206,9 +207,9 @@ impl Extractor {
                         binary.push(self.h(NS_SHAPE, s.as_bytes()));
                     }
                     for w in shapes::words(body).take(8) {
-                        let mut lw = String::with_capacity(w.len());
-                        push_lower(&mut lw, w, 24);
-                        tokens.push(self.h(NS_STRWORD, lw.as_bytes()));
+                        word.clear();
+                        push_lower(&mut word, w, 24);
+                        tokens.push(self.h(NS_STRWORD, word.as_bytes()));
                     }
                     norm.push_str(shape.token());
                 }
@@ -334,14 +335,10 @@ impl Extractor {
                 }
                 TokenKind::Ident => {
                     any = true;
-                    let lower = text.to_ascii_lowercase();
-                    if matches!(lower.as_str(), "format" | "sprintf" | "format!" | "concat" | "join" | "f") {
-                        dynamic = true;
-                    }
-                    if !matches!(lower.as_str(), "true" | "false" | "none" | "null" | "nil" | "self" | "this") {
-                        var = true;
-                    }
-                    source |= SOURCES.contains(&lower.as_str());
+                    let is = |words: &[&str]| words.iter().any(|w| w.eq_ignore_ascii_case(text));
+                    dynamic |= is(&["format", "sprintf", "concat", "join", "f"]);
+                    var |= !is(&["true", "false", "none", "null", "nil", "self", "this"]);
+                    source |= is(&SOURCES);
                 }
                 TokenKind::Number => any = true,
                 TokenKind::Comment => {}
