@@ -147,11 +147,8 @@ pub fn spawn(
     committed: Arc<Notify>,
     stop: Arc<Notify>,
     rt: tokio::runtime::Handle,
-) -> std::thread::JoinHandle<()> {
-    std::thread::Builder::new()
-        .name("guardrank-learner".into())
-        .spawn(move || rt.block_on(run(shared, store, committed, stop)))
-        .unwrap_or_else(|e| panic!("cannot start the learner thread: {e}"))
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name("guardrank-learner".into()).spawn(move || rt.block_on(run(shared, store, committed, stop)))
 }
 
 async fn run(shared: Arc<Shared>, store: Arc<dyn Store>, committed: Arc<Notify>, stop: Arc<Notify>) {

@@ -273,7 +273,8 @@ impl Application {
             Arc::clone(&committed),
             Arc::clone(&stop_learner),
             tokio::runtime::Handle::current(),
-        );
+        )
+        .map_err(|e| StartError::Io(format!("starting the learner thread: {e}")))?;
         let state = Arc::new(AppState {
             shared,
             key_limiter: ratelimit::Limiter::new(settings.rate_limit_key_per_s, settings.rate_limit_key_burst),
