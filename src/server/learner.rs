@@ -148,7 +148,9 @@ pub fn spawn(
     stop: Arc<Notify>,
     rt: tokio::runtime::Handle,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new().name("guardrank-learner".into()).spawn(move || rt.block_on(run(shared, store, committed, stop)))
+    std::thread::Builder::new()
+        .name("guardrank-learner".into())
+        .spawn(move || rt.block_on(run(shared, store, committed, stop)))
 }
 
 async fn run(shared: Arc<Shared>, store: Arc<dyn Store>, committed: Arc<Notify>, stop: Arc<Notify>) {
