@@ -103,6 +103,7 @@ pub async fn rank(
         metrics::histogram!("guardrank_candidate_risk").record(a.risk);
         let flagged = a.findings.iter().any(|f| f.mode == Mode::Enforce);
         let mut rule_ids: Vec<String> = a.findings.iter().map(|f| f.rule_id.to_string()).collect();
+        rule_ids.sort_unstable();
         rule_ids.dedup();
         records.push(CandidateRecord {
             id: id.clone(),
