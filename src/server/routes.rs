@@ -9,6 +9,7 @@ use super::extract::Plugin;
 use super::state::AppState;
 use crate::engine::{Assessment, assess, assess_prompt, resolve_language};
 use crate::events::{CandidateRecord, Impression};
+use crate::lang::Language;
 use crate::policy::Policy;
 use crate::rank::{preferences, rank as rank_candidates};
 use crate::rules::Mode;
@@ -37,11 +38,13 @@ struct Scored {
 fn score_request(state: &AppState, input: &RankInput) -> Scored {
     let rules = state.rules.load();
     let first = input.texts.first().map_or("", String::as_str);
-    let sample = match &input.prompt {
-        Some(p) => format!("{p}\n{first}"),
-        None => first.to_string(),
-    };
-    let lang = resolve_language(input.language, input.file_path.as_deref(), &sample);
+    // Only guess from the text when neither the request nor the path names the language.
+    let lang = input.language.or_else(|| input.file_path.as_deref().and_then(Language::from_path)).or_else(|| {
+        match &input.prompt {
+            Some(p) => resolve_language(None, None, &format!("{p}\n{first}")),
+            None => resolve_language(None, None, first),
+        }
+    });
     let model = state.shared.model.read().unwrap_or_else(std::sync::PoisonError::into_inner);
     let assessments: Vec<Assessment> = input.texts.iter().map(|t| assess(&rules, &model, t, lang)).collect();
     let model_version = model.version.clone();
