@@ -155,6 +155,47 @@ pub enum EventBody {
     KeyRevoked {
         key_id: String,
     },
+    /// A model version of the registry became live (published by the retraining job, or
+    /// activated or rolled back by an operator). Every replica switches when it applies this.
+    ModelActivated(ModelActivation),
+}
+
+/// Why a model version became live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivationReason {
+    /// The retraining job published it after its holdout check.
+    Publish,
+    /// The retraining job published it with `--force`, past a failed holdout check.
+    ForcedPublish,
+    /// An operator made it live (`POST /admin/models/{version}/activate`).
+    Activate,
+    /// An operator rolled back to it (`guardrank models rollback`).
+    Rollback,
+}
+
+impl ActivationReason {
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            ActivationReason::Publish => "publish",
+            ActivationReason::ForcedPublish => "forced_publish",
+            ActivationReason::Activate => "activate",
+            ActivationReason::Rollback => "rollback",
+        }
+    }
+}
+
+/// The body of a [`EventBody::ModelActivated`] event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelActivation {
+    pub version: String,
+    /// The newest log event the version was trained on: after switching, a replica re-applies
+    /// the feedback logged after it, so nothing learned online is lost.
+    pub trained_through_seq: i64,
+    pub reason: ActivationReason,
+    /// Who did it: an admin key id, or `cli` for the command line.
+    pub actor: String,
 }
 
 impl EventBody {
@@ -168,6 +209,7 @@ impl EventBody {
             EventBody::UserErased { .. } => "user_erased",
             EventBody::KeyCreated { .. } => "key_created",
             EventBody::KeyRevoked { .. } => "key_revoked",
+            EventBody::ModelActivated(_) => "model_activated",
         }
     }
 

@@ -14,8 +14,10 @@
 //! - [`engine`]: rules + features + model → an [`engine::Assessment`] of one snippet.
 //! - [`scan`]: whole files: suppressions, baselines, windowed scoring.
 //! - [`train`]: seeded multi-pass fitting; [`corpus`]: the labelled corpus and its split.
+//! - [`batch`]: the retraining job's L-BFGS fit (linfa-logistic) mapped into the hashed space.
 //!
-//! The shell: [`cli`] (the `guardrank` command).
+//! The shell: [`cli`] (the `guardrank` command); [`registry`] (model versions in the store and
+//! which is live); [`report`] (the retraining job's Markdown and SVG report).
 //!
 //! # Key decisions
 //! - **Hashed features, stable hash.** Code vocabularies are open-ended; hashing into a fixed
@@ -34,6 +36,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod batch;
 pub mod cli;
 pub mod corpus;
 pub mod engine;
@@ -44,6 +47,8 @@ pub mod lexer;
 pub mod model;
 pub mod policy;
 pub mod rank;
+pub mod registry;
+pub mod report;
 pub mod rules;
 pub mod scan;
 pub mod server;

@@ -14,6 +14,9 @@ pub struct Example {
     pub without_rules: Option<Features>,
     pub insecure: bool,
     pub weight: f32,
+    /// Examples of one group (a corpus family: the insecure and secure twins of one task) are
+    /// never split across cross-validation folds.
+    pub group: u64,
 }
 
 /// SplitMix64: a tiny, well-known generator, fixed so shuffles are reproducible everywhere.
@@ -89,6 +92,7 @@ mod tests {
                 without_rules: None,
                 insecure: k % 2 == 0,
                 weight: 1.0,
+                group: u64::from(k),
             })
             .collect();
         let h = Hyper { bits: 10, ..Hyper::default() };

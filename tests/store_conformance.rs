@@ -8,11 +8,14 @@
 //! sequence numbers are contiguous (a backend may skip numbers, e.g. after a rollback). The one
 //! PostgreSQL-only test, at the end, is about replicas sharing one log.
 
-use guardrank::events::{CandidateRecord, Event, EventBody, FeedbackEvent, FeedbackIn, Impression, Outcome, Scope};
+use guardrank::events::{
+    ActivationReason, CandidateRecord, Event, EventBody, FeedbackEvent, FeedbackIn, Impression, ModelActivation,
+    Outcome, Scope,
+};
 use guardrank::features::Features;
 use guardrank::store::postgres::PostgresStore;
 use guardrank::store::sqlite::SqliteStore;
-use guardrank::store::{Durability, GroupOutcome, KeyRecord, SnapshotInfo, Store, StoreError, WriteBatch};
+use guardrank::store::{Durability, GroupOutcome, KeyRecord, ModelRecord, SnapshotInfo, Store, StoreError, WriteBatch};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use std::any::Any;
 use std::collections::HashSet;
@@ -144,6 +147,7 @@ macro_rules! conformance_suite {
             suite_case!($make, store, erase_user_deletes_impressions_unlinks_feedback_and_logs_a_tombstone);
             suite_case!($make, store, keys_are_stored_listed_revoked_once_and_touched);
             suite_case!($make, store, concurrent_commits_all_land_with_unique_increasing_seqs);
+            suite_case!($make, store, model_registry_stores_versions_and_the_log_names_the_live_one);
         }
     };
 }
@@ -636,6 +640,57 @@ async fn keys_are_stored_listed_revoked_once_and_touched(store: Arc<dyn Store>) 
             (300, EventBody::KeyRevoked { key_id: "k-plugin".into() }),
         ]
     );
+}
+
+async fn model_registry_stores_versions_and_the_log_names_the_live_one(store: Arc<dyn Store>) {
+    assert!(store.list_models().await.expect("list").is_empty());
+    assert_eq!(store.last_activation().await.expect("none yet"), None);
+    let rec = |version: &str, created_at_ms: i64| ModelRecord {
+        version: version.into(),
+        created_at_ms,
+        trained_through_seq: 7,
+        metrics_json: format!("{{\"v\":\"{version}\"}}"),
+        bytes: 0,
+    };
+    store.put_model(&rec("risk-a", 100), vec![1, 2, 3]).await.expect("put a");
+    store.put_model(&rec("risk-b", 200), vec![4; 1000]).await.expect("put b");
+    let err = store.put_model(&rec("risk-a", 300), vec![9]).await.expect_err("versions are immutable");
+    assert!(err.to_string().contains("risk-a"), "{err}");
+    let listed = store.list_models().await.expect("list");
+    assert_eq!(
+        listed,
+        vec![ModelRecord { bytes: 1000, ..rec("risk-b", 200) }, ModelRecord { bytes: 3, ..rec("risk-a", 100) }]
+    );
+    assert_eq!(store.load_model("risk-a").await.expect("load"), Some(vec![1, 2, 3]));
+    assert_eq!(store.load_model("risk-z").await.expect("load"), None);
+
+    let activation = |version: &str, reason| ModelActivation {
+        version: version.into(),
+        trained_through_seq: 7,
+        reason,
+        actor: "cli".into(),
+    };
+    let s1 = store
+        .append(400, vec![EventBody::ModelActivated(activation("risk-b", ActivationReason::Publish))])
+        .await
+        .expect("publish");
+    store.append(450, vec![EventBody::PolicyReset { user_id: "u".into() }]).await.expect("other event");
+    assert_eq!(
+        store.last_activation().await.expect("live"),
+        Some((s1[0], activation("risk-b", ActivationReason::Publish)))
+    );
+    let s2 = store
+        .append(500, vec![EventBody::ModelActivated(activation("risk-a", ActivationReason::Rollback))])
+        .await
+        .expect("rollback");
+    assert_eq!(
+        store.last_activation().await.expect("live"),
+        Some((s2[0], activation("risk-a", ActivationReason::Rollback)))
+    );
+
+    assert!(store.delete_model("risk-b").await.expect("delete"));
+    assert!(!store.delete_model("risk-b").await.expect("delete again"));
+    assert_eq!(store.list_models().await.expect("list").len(), 1);
 }
 
 async fn concurrent_commits_all_land_with_unique_increasing_seqs(store: Arc<dyn Store>) {

@@ -4,9 +4,11 @@
 mod corpus_cmd;
 mod eval;
 mod jsonl;
+mod models;
 mod sarif;
 mod score;
 mod serve;
+mod synth;
 mod train;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -108,8 +110,19 @@ pub enum Command {
         #[command(flatten)]
         artefacts: Artefacts,
     },
-    /// Train a model from the labelled corpus and write it to a file.
+    /// The offline retraining job: fit on the corpus and the logged events, check against
+    /// held-out data, publish to the registry (or a file).
+    ///
+    /// Exit status: 0 published (or a dry run), 1 refused by the holdout check, 2 on errors.
     Train(train::TrainArgs),
+    /// Write a generated, realistic event log (corpus candidates, simulated users) into a
+    /// store, for scale tests of `train` and memory measurements of `serve`.
+    SynthLog(synth::SynthArgs),
+    /// The model registry.
+    Models {
+        #[command(subcommand)]
+        command: ModelsCommand,
+    },
     /// Work with the labelled corpus.
     Corpus {
         #[command(subcommand)]
@@ -124,6 +137,24 @@ pub enum KeysCommand {
         /// plugin or admin.
         #[arg(long)]
         scope: String,
+        #[command(flatten)]
+        args: serve::ServeArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ModelsCommand {
+    /// The registry's versions, newest first, with their holdout figures; `*` marks the live one.
+    List {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        args: serve::ServeArgs,
+    },
+    /// Make an earlier version live again (a logged activation every replica follows).
+    Rollback {
+        version: String,
         #[command(flatten)]
         args: serve::ServeArgs,
     },
@@ -161,6 +192,11 @@ pub fn main() -> ExitCode {
         }
         Command::Eval { data, format, threshold, artefacts } => eval::run(&data, format, threshold, &artefacts),
         Command::Train(args) => train::run(&args),
+        Command::SynthLog(args) => synth::run(&args),
+        Command::Models { command } => match command {
+            ModelsCommand::List { json, args } => models::list(&args, json),
+            ModelsCommand::Rollback { version, args } => models::rollback(&version, &args),
+        },
         Command::Corpus { command } => match command {
             CorpusCommand::Export { corpus, split } => corpus_cmd::export(corpus.as_deref(), split),
             CorpusCommand::Stats { corpus } => corpus_cmd::stats(corpus.as_deref()),

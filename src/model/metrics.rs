@@ -106,6 +106,37 @@ fn pr_points(scores: &[f64], labels: &[bool]) -> Vec<(f64, f64, f64)> {
     out
 }
 
+/// The ROC curve as (false-positive rate, true-positive rate) points, one per distinct threshold
+/// from the highest score down, starting at (0, 0) and ending at (1, 1). Empty when the labels
+/// hold a single class (the curve is undefined).
+#[must_use]
+pub fn roc_curve(scores: &[f64], labels: &[bool]) -> Vec<(f64, f64)> {
+    let mut v: Vec<(f64, bool)> = scores.iter().copied().zip(labels.iter().copied()).collect();
+    v.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let pos = v.iter().filter(|x| x.1).count();
+    let neg = v.len() - pos;
+    if pos == 0 || neg == 0 {
+        return Vec::new();
+    }
+    let mut out = vec![(0.0, 0.0)];
+    let (mut tp, mut fp) = (0usize, 0usize);
+    for group in v.chunk_by(|a, b| a.0 == b.0) {
+        tp += group.iter().filter(|x| x.1).count();
+        fp += group.iter().filter(|x| !x.1).count();
+        out.push((fp as f64 / neg as f64, tp as f64 / pos as f64));
+    }
+    out
+}
+
+/// The precision-recall curve as (recall, precision) points, one per distinct threshold from
+/// the highest score down. Empty when there is no positive. Joining the points as steps (the
+/// precision of a point holds from the previous recall to its own) gives the area that
+/// [`average_precision`] computes.
+#[must_use]
+pub fn pr_curve(scores: &[f64], labels: &[bool]) -> Vec<(f64, f64)> {
+    pr_points(scores, labels).into_iter().map(|(_, p, r)| (r, p)).collect()
+}
+
 /// Average precision: the step-wise area under the precision-recall curve.
 #[must_use]
 pub fn average_precision(scores: &[f64], labels: &[bool]) -> f64 {
@@ -215,6 +246,34 @@ mod tests {
         assert_eq!(r.n, 0);
         // Clipped, so a confident mistake costs about -ln(1e-15) ≈ 34.5, not infinity.
         assert!((log_loss(&[1.0], &[false]) - 34.5).abs() < 0.2);
+    }
+
+    #[test]
+    fn roc_curve_walks_thresholds_from_the_top() {
+        let s = [0.9, 0.8, 0.3, 0.2];
+        let l = [true, false, true, false];
+        assert_eq!(roc_curve(&s, &l), vec![(0.0, 0.0), (0.0, 0.5), (0.5, 0.5), (0.5, 1.0), (1.0, 1.0)]);
+        // Tied scores move both rates in one step.
+        assert_eq!(roc_curve(&[0.5, 0.5], &[true, false]), vec![(0.0, 0.0), (1.0, 1.0)]);
+        assert!(roc_curve(&[0.1, 0.2], &[true, true]).is_empty());
+        assert!(roc_curve(&[], &[]).is_empty());
+    }
+
+    #[test]
+    fn pr_curve_steps_sum_to_average_precision() {
+        let s = [0.9, 0.8, 0.3, 0.2];
+        let l = [true, false, true, false];
+        let pts = pr_curve(&s, &l);
+        assert_eq!(pts.len(), 4);
+        assert_eq!(pts[0], (0.5, 1.0));
+        assert_eq!(pts[1], (0.5, 0.5));
+        let (mut prev, mut area) = (0.0, 0.0);
+        for (r, p) in &pts {
+            area += (r - prev) * p;
+            prev = *r;
+        }
+        assert!((area - average_precision(&s, &l)).abs() < 1e-12);
+        assert!(pr_curve(&[0.1, 0.2], &[false, false]).is_empty());
     }
 
     #[test]

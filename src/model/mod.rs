@@ -159,6 +159,28 @@ impl Model {
         self.w[i] = ftrl_weight(z, 0.0, alpha, beta, l1, l2);
     }
 
+    /// Replaces every weight by `f(index, weight)`, keeping each coordinate's accumulated
+    /// squared gradients `n` (so online learning continues with settled learning rates) and
+    /// setting `z` to the value that gives exactly the new weight. Non-finite results are 0.
+    pub fn reweight(&mut self, f: impl Fn(usize, f32) -> f32) {
+        let Hyper { alpha, beta, l1, l2, .. } = self.hyper;
+        for i in 0..self.w.len() {
+            let w = f(i, self.w[i]);
+            let w = if w.is_finite() { w } else { 0.0 };
+            let n = self.n[i];
+            let d = (beta + n.sqrt()) / alpha + l2;
+            let z = if w < 0.0 {
+                l1 - w * d
+            } else if w > 0.0 {
+                -w * d - l1
+            } else {
+                0.0
+            };
+            self.z[i] = z;
+            self.w[i] = ftrl_weight(z, n, alpha, beta, l1, l2);
+        }
+    }
+
     /// The learned weight of one coordinate.
     #[must_use]
     pub fn weight(&self, index: u32) -> f32 {

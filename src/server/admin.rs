@@ -148,13 +148,112 @@ pub async fn erase_user(
 
 /// Waits (briefly) until the learner applied event `seq`, so the caller sees its effect.
 async fn wait_applied(state: &AppState, seq: i64) {
+    wait_applied_for(state, seq, 200).await;
+}
+
+/// Waits up to `ticks` × 10 ms until the learner applied event `seq`.
+async fn wait_applied_for(state: &AppState, seq: i64, ticks: u32) {
     state.committed.notify_one();
-    for _ in 0..200 {
+    for _ in 0..ticks {
         if state.shared.applied_seq.load(Ordering::Acquire) >= seq {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+}
+
+fn served_version(state: &AppState) -> String {
+    state.shared.model.read().map(|m| m.version.clone()).unwrap_or_default()
+}
+
+fn registry_error(e: &crate::registry::RegistryError) -> ApiError {
+    match e {
+        crate::registry::RegistryError::NotFound(_) => ApiError::not_found(e.to_string()),
+        crate::registry::RegistryError::Unusable(..) => ApiError::unprocessable(e.to_string()),
+        crate::registry::RegistryError::Store(s) => ApiError::store(s),
+    }
+}
+
+/// `GET /admin/models`: the registry's versions with their holdout metrics, which one is live
+/// (the newest activation in the log) and which one this replica serves.
+#[utoipa::path(get, path = "/admin/models", responses((status = 200)), security(("bearer" = [])))]
+pub async fn list_models(
+    State(state): State<Arc<AppState>>,
+    Admin(_c): Admin,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (entries, live) = crate::registry::list(state.store.as_ref()).await.map_err(|e| registry_error(&e))?;
+    let models: Vec<serde_json::Value> = entries
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "version": e.version,
+                "created_at": rfc3339(e.created_at_ms),
+                "trained_through_seq": e.trained_through_seq,
+                "bytes": e.bytes,
+                "live": e.live,
+                "metrics": e.metrics,
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "live": live.as_ref().map(|(_, a)| a.version.clone()),
+        "live_reason": live.as_ref().map(|(_, a)| a.reason.name()),
+        "served": served_version(&state),
+        "models": models,
+    })))
+}
+
+/// Waits until the learner applied the activation at `seq` and checks that the version it
+/// names is served.
+async fn switched(state: &AppState, seq: i64, version: &str) -> Result<Json<serde_json::Value>, ApiError> {
+    // Loading a version and re-applying the feedback after its cut-off takes a moment.
+    wait_applied_for(state, seq, 3000).await;
+    let served = served_version(state);
+    if state.shared.applied_seq.load(Ordering::Acquire) < seq {
+        return Err(ApiError::unavailable(format!("the switch to {version} is still in progress; serving {served}")));
+    }
+    if served != version {
+        return Err(ApiError::unavailable(format!(
+            "model version {version} is live but could not be loaded here (see the log); serving {served}"
+        )));
+    }
+    Ok(Json(serde_json::json!({ "model_version": served, "seq": seq })))
+}
+
+/// `POST /admin/models/reload`: serve the version the registry marks live, without a restart.
+#[utoipa::path(post, path = "/admin/models/reload", responses((status = 200), (status = 503)), security(("bearer" = [])))]
+pub async fn reload_model(
+    State(state): State<Arc<AppState>>,
+    Admin(caller): Admin,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let live = state.store.last_activation().await.map_err(|e| ApiError::store(&e))?;
+    tracing::info!(by = %caller.key_id, "model reload");
+    match live {
+        Some((seq, a)) => switched(&state, seq, &a.version).await,
+        None => Ok(Json(serde_json::json!({ "model_version": served_version(&state), "seq": null }))),
+    }
+}
+
+/// `POST /admin/models/{version}/activate`: make a version live (publish or roll back), as a
+/// logged event every replica follows.
+#[utoipa::path(post, path = "/admin/models/{version}/activate", params(("version" = String, Path)),
+    responses((status = 200), (status = 404), (status = 503)), security(("bearer" = [])))]
+pub async fn activate_model(
+    State(state): State<Arc<AppState>>,
+    Admin(caller): Admin,
+    Path(version): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let seq = crate::registry::activate(
+        state.store.as_ref(),
+        &version,
+        crate::events::ActivationReason::Activate,
+        &caller.key_id,
+        super::now_ms(),
+    )
+    .await
+    .map_err(|e| registry_error(&e))?;
+    tracing::info!(by = %caller.key_id, version = %version, seq, "model activated");
+    switched(&state, seq, &version).await
 }
 
 /// A checksum of the learned state: every weight accumulator and every policy.
@@ -190,7 +289,7 @@ pub async fn state_info(
     let st = Arc::clone(&state);
     let (sum, weights, users) =
         tokio::task::spawn_blocking(move || state_checksum(&st)).await.map_err(|e| ApiError::internal(&e))?;
-    let version = state.shared.model.read().map(|m| m.version.clone()).unwrap_or_default();
+    let version = served_version(&state);
     Ok(Json(serde_json::json!({
         "applied_seq": state.shared.applied_seq.load(Ordering::Acquire),
         "model_version": version,

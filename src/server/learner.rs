@@ -8,9 +8,9 @@
 //! Snapshots record the state with the sequence number of the last event applied.
 
 use super::state::Shared;
-use crate::events::{Event, EventBody};
+use crate::events::{Event, EventBody, FeedbackEvent, ModelActivation};
 use crate::model::{Model, read_model, write_model};
-use crate::policy::{PolicyState, label};
+use crate::policy::{LabelWeights, PolicyState, label};
 use crate::store::{Store, codec};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -56,9 +56,7 @@ fn apply_chunk(shared: &Shared, events: &[Event], created: &mut Vec<String>) {
     for e in events {
         match &e.body {
             EventBody::Feedback(f) => {
-                if let Some((insecure, w)) = label(f.outcome, f.flagged, &weights) {
-                    model.update(&f.features, insecure, w);
-                }
+                learn(&mut model, f, &weights);
                 if let Some(user) = &f.user_id {
                     policies.entry(user.clone()).or_default().observe(&cfg, f.outcome, f64::from(f.risk), e.at_ms);
                 }
@@ -69,9 +67,94 @@ fn apply_chunk(shared: &Shared, events: &[Event], created: &mut Vec<String>) {
             }
             EventBody::KeyRevoked { key_id } => shared.keys.revoke(key_id),
             EventBody::KeyCreated { key_id, .. } => created.push(key_id.clone()),
-            EventBody::Impression(_) => {}
+            // Switched by the caller (`apply_log`), which needs the store.
+            EventBody::Impression(_) | EventBody::ModelActivated(_) => {}
         }
     }
+}
+
+/// One feedback event's lesson for the model (label semantics of `policy::label`).
+fn learn(model: &mut Model, f: &FeedbackEvent, weights: &LabelWeights) {
+    if let Some((insecure, w)) = label(f.outcome, f.flagged, weights) {
+        model.update(&f.features, insecure, w);
+    }
+}
+
+/// Applies events like [`apply`], and at each `ModelActivated` event switches to the version
+/// it names (see [`switch_model`]). Returns the ids of keys created.
+pub async fn apply_log(shared: &Shared, store: &dyn Store, events: &[Event]) -> Vec<String> {
+    let mut created = Vec::new();
+    let mut start = 0;
+    for (k, e) in events.iter().enumerate() {
+        if let EventBody::ModelActivated(a) = &e.body {
+            created.extend(apply(shared, &events[start..k]));
+            switch_model(shared, store, a, e.seq).await;
+            shared.applied_seq.store(e.seq, Ordering::Release);
+            start = k + 1;
+        }
+    }
+    created.extend(apply(shared, &events[start..]));
+    created
+}
+
+/// Switches the served model to the version an activation names: loads it from the registry,
+/// re-applies the feedback logged after its training cut-off and before the activation (the
+/// online lessons it has not seen), then swaps it in under the write lock (a pointer move:
+/// requests are not paused). A version that cannot be loaded leaves the current model in place.
+async fn switch_model(shared: &Shared, store: &dyn Store, a: &ModelActivation, activation_seq: i64) {
+    let mut model = match crate::registry::load(store, &a.version).await {
+        Ok(m) => m,
+        Err(e) => {
+            tracing::error!(version = %a.version, seq = activation_seq, error = %e, "model not switched");
+            metrics::counter!("guardrank_model_switch_failures_total").increment(1);
+            return;
+        }
+    };
+    let bits = shared.model.read().unwrap_or_else(std::sync::PoisonError::into_inner).hyper().bits;
+    if model.hyper().bits != bits {
+        tracing::error!(version = %a.version, bits = model.hyper().bits, serving_bits = bits,
+            "model not switched: its weight space differs from the served one");
+        metrics::counter!("guardrank_model_switch_failures_total").increment(1);
+        return;
+    }
+    let weights = shared.label_weights;
+    let mut after = a.trained_through_seq;
+    let mut relearned = 0u64;
+    'tail: loop {
+        let events = match store.read_events(after, BATCH).await {
+            Ok(ev) => ev,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the log to re-apply feedback; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let n = events.len();
+        for e in events {
+            if e.seq >= activation_seq {
+                break 'tail;
+            }
+            if let EventBody::Feedback(f) = &e.body {
+                learn(&mut model, f, &weights);
+                relearned += 1;
+            }
+            after = e.seq;
+        }
+        if n < BATCH as usize {
+            break;
+        }
+    }
+    let version = model.version.clone();
+    let old = {
+        let mut guard = shared.model.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::mem::replace(&mut *guard, model)
+    };
+    tracing::info!(from = %old.version, to = %version, reason = a.reason.name(), seq = activation_seq, relearned,
+        "model switched");
+    metrics::gauge!("guardrank_model_info", "version" => old.version.clone()).set(0.0);
+    metrics::gauge!("guardrank_model_info", "version" => version).set(1.0);
+    metrics::counter!("guardrank_model_switches_total").increment(1);
+    drop(old);
 }
 
 /// Encodes the current state as a snapshot blob.
@@ -171,7 +254,7 @@ async fn run(shared: Arc<Shared>, store: Arc<dyn Store>, committed: Arc<Notify>,
             let s = Arc::clone(&shared);
             // Apply on this dedicated thread: block_in_place is not needed, the runtime
             // driving this future is the learner's own.
-            let created = apply(&s, &events);
+            let created = apply_log(&s, store.as_ref(), &events).await;
             // Keys created elsewhere (the CLI, another replica) become usable here.
             for id in created {
                 match store.find_key(&id).await {

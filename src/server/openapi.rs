@@ -31,6 +31,9 @@ impl Modify for BearerAuth {
         super::admin::reset_policy,
         super::admin::erase_user,
         super::admin::state_info,
+        super::admin::list_models,
+        super::admin::reload_model,
+        super::admin::activate_model,
     ),
     components(schemas(
         api::RankRequest, api::CandidateIn, api::RankResponse, api::CandidateOut, api::PolicyBrief, api::PromptOut,

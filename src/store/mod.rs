@@ -10,7 +10,7 @@ pub mod codec;
 pub mod postgres;
 pub mod sqlite;
 
-use crate::events::{Event, EventBody, FeedbackIn, Impression, Scope};
+use crate::events::{Event, EventBody, FeedbackIn, Impression, ModelActivation, Scope};
 use async_trait::async_trait;
 use std::fmt;
 
@@ -66,6 +66,19 @@ pub struct SnapshotInfo {
     /// Sequence number of the last event the snapshot includes.
     pub seq: i64,
     pub at_ms: i64,
+    pub bytes: u64,
+}
+
+/// A model version in the registry (its file is stored beside it, loaded on demand).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelRecord {
+    pub version: String,
+    pub created_at_ms: i64,
+    /// The newest log event the version was trained on (0 for none).
+    pub trained_through_seq: i64,
+    /// What the retraining job measured, as JSON (holdout figures, data sizes, decision).
+    pub metrics_json: String,
+    /// Size of the model file in bytes.
     pub bytes: u64,
 }
 
@@ -160,6 +173,22 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Records when keys were last used (best effort, batched by the caller).
     async fn touch_keys(&self, used: &[(String, i64)]) -> Result<(), StoreError>;
+
+    /// Stores a model version of the registry and its file. A version that exists already is
+    /// an [`StoreError::Invalid`] (versions are immutable).
+    async fn put_model(&self, record: &ModelRecord, file: Vec<u8>) -> Result<(), StoreError>;
+
+    /// The registry's versions, newest first (`bytes` filled in, files not loaded).
+    async fn list_models(&self) -> Result<Vec<ModelRecord>, StoreError>;
+
+    /// The model file of a version.
+    async fn load_model(&self, version: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Deletes a version from the registry; `false` if there was none.
+    async fn delete_model(&self, version: &str) -> Result<bool, StoreError>;
+
+    /// The newest `ModelActivated` event: its seq and body. The version it names is live.
+    async fn last_activation(&self) -> Result<Option<(i64, ModelActivation)>, StoreError>;
 
     /// Cheap liveness check of the connection.
     async fn ping(&self) -> Result<(), StoreError>;

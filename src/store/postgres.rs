@@ -65,8 +65,10 @@
 //!
 //! Bodies of events are [`codec`] blobs (BYTEA); times and sequence numbers are BIGINT.
 
-use super::{Compacted, Durability, GroupOutcome, KeyRecord, SnapshotInfo, Store, StoreError, WriteBatch, codec};
-use crate::events::{Event, EventBody, FeedbackEvent, FeedbackIn, Impression, Scope};
+use super::{
+    Compacted, Durability, GroupOutcome, KeyRecord, ModelRecord, SnapshotInfo, Store, StoreError, WriteBatch, codec,
+};
+use crate::events::{Event, EventBody, FeedbackEvent, FeedbackIn, Impression, ModelActivation, Scope};
 use async_trait::async_trait;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -79,7 +81,10 @@ use tokio::sync::{Mutex, MutexGuard};
 /// `migrations/postgres/` (a unit test checks that the list and the directory agree). Embedded
 /// with `include_str!` rather than `sqlx::migrate!`, which needs sqlx's `macros` feature; the
 /// migrations table and checksums are the same as `migrate!` would write.
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
+    (2, "models", include_str!("../../migrations/postgres/0002_models.sql")),
+];
 
 /// Connections per store (per replica). Log transactions use at most one at a time (they queue
 /// on `write_lock` first); the rest serve readers, snapshots and key touches.
@@ -675,6 +680,77 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn put_model(&self, record: &ModelRecord, file: Vec<u8>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "INSERT INTO models (version, created_at_ms, trained_through_seq, metrics, file) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (version) DO NOTHING",
+        )
+        .bind(&record.version)
+        .bind(record.created_at_ms)
+        .bind(record.trained_through_seq)
+        .bind(&record.metrics_json)
+        .bind(file)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::Invalid(format!("model version {} exists already", record.version)));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_models(&self) -> Result<Vec<ModelRecord>, StoreError> {
+        let rows: Vec<(String, i64, i64, String, i64)> = sqlx::query_as(
+            "SELECT version, created_at_ms, trained_through_seq, metrics, octet_length(file)::BIGINT FROM models \
+             ORDER BY created_at_ms DESC, version DESC",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(version, created_at_ms, trained_through_seq, metrics_json, bytes)| ModelRecord {
+                version,
+                created_at_ms,
+                trained_through_seq,
+                metrics_json,
+                bytes: bytes.unsigned_abs(),
+            })
+            .collect())
+    }
+
+    async fn load_model(&self, version: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let file = sqlx::query_scalar("SELECT file FROM models WHERE version = $1")
+            .bind(version)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(file)
+    }
+
+    async fn delete_model(&self, version: &str) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("DELETE FROM models WHERE version = $1").bind(version).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn last_activation(&self) -> Result<Option<(i64, ModelActivation)>, StoreError> {
+        let row: Option<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT seq, body FROM events WHERE kind = 'model_activated' ORDER BY seq DESC LIMIT 1")
+                .fetch_optional(&self.pool)
+                .await?;
+        match row {
+            None => Ok(None),
+            Some((seq, bytes)) => match decode_body(seq, &bytes)? {
+                EventBody::ModelActivated(a) => Ok(Some((seq, a))),
+                other => Err(StoreError::Corrupt(format!(
+                    "event {seq} is a {} event stored as model_activated",
+                    other.kind()
+                ))),
+            },
+        }
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -882,7 +958,16 @@ mod tests {
         .expect("tables");
         assert_eq!(
             tables,
-            ["_sqlx_migrations", "api_keys", "events", "feedback_keys", "impressions", "log_head", "snapshots"]
+            [
+                "_sqlx_migrations",
+                "api_keys",
+                "events",
+                "feedback_keys",
+                "impressions",
+                "log_head",
+                "models",
+                "snapshots"
+            ]
         );
         drop_schema(store, &schema).await;
     }
