@@ -36,7 +36,7 @@ use crate::model::{Hyper, Model};
 use crate::train::{Example, SplitMix64, fit};
 use linfa::prelude::*;
 use linfa_logistic::LogisticRegression;
-use ndarray::{Array1, Array2};
+use ndarray::{Array1, Array2, ShapeBuilder};
 use std::collections::HashMap;
 
 /// How the batch model is built.
@@ -97,7 +97,7 @@ impl Default for BatchConfig {
             seed: 0x6775_6172_6472_6e6b,
             max_columns: 1024,
             min_count: 5,
-            max_cells: 256 << 20,
+            max_cells: 64 << 20,
             l2: 0.1,
             max_iterations: 200,
         }
@@ -166,7 +166,7 @@ pub fn fit_batch(
     summary.rows = design.rows.len();
     summary.columns = design.columns.len();
     summary.rule_columns = design.rule_columns;
-    stage("L-BFGS (linfa-logistic)");
+    stage(&format!("L-BFGS (linfa-logistic) on {} rows × {} columns", design.x.nrows(), design.x.ncols()));
     let Some(fitted) = solve(&design, cfg, &mut summary) else {
         summary.notes.push("the L-BFGS fit failed; the model is the FTRL fit alone".into());
         summary.method = Method::Ftrl.name().into();
@@ -276,7 +276,11 @@ impl Design {
             rows.sort_unstable();
         }
         let col_of: HashMap<u32, usize> = columns.iter().enumerate().map(|(j, i)| (*i, lead + j)).collect();
-        let mut x = Array2::<f64>::zeros((rows.len(), width));
+        // Column-major: linfa's gradient computes `x.t().dot(r)`, which ndarray (without BLAS)
+        // runs row by row of `x.t()`; column-major makes those rows contiguous (about 20× faster
+        // on a 60,000 × 1,026 matrix than the row-major layout's strided walk), while `x.dot(w)`
+        // goes through matrixmultiply, which takes either layout.
+        let mut x = Array2::<f64>::zeros((rows.len(), width).f());
         let mut y = Array1::<bool>::from_elem(rows.len(), false);
         for (r, &i) in rows.iter().enumerate() {
             let e = &examples[i];

@@ -2,7 +2,7 @@
 //! tests of the retraining job and memory measurements of the service.
 //!
 //! Candidates are the corpus's own snippets (features, rule hits and risk computed exactly as
-//! the service does), four per impression. Users come in two kinds: security-sensitive ones
+//! the service does), four per impression by default. Users come in two kinds: security-sensitive ones
 //! (they reject most insecure candidates and sometimes report them) and careless ones (they
 //! accept most of what they see). Every candidate of an impression gets one outcome, so the
 //! feedback events are unique. Events are spread over `--days` days of event time.
@@ -21,12 +21,16 @@ use std::process::ExitCode;
 /// `guardrank synth-log` options.
 #[derive(clap::Args, Debug, Clone)]
 pub struct SynthArgs {
-    /// Feedback events to write (four per impression).
+    /// Feedback events to write.
     #[arg(long, default_value_t = 1_000_000)]
     pub events: u64,
-    /// Distinct users.
+    /// Distinct users (impressions go to them in turn, so each gets feedback once there are
+    /// at least as many impressions as users).
     #[arg(long, default_value_t = 10_000)]
     pub users: u64,
+    /// Candidates per impression, each with one feedback event (1 to 4).
+    #[arg(long, default_value_t = 4)]
+    pub per_impression: u64,
     /// Share of users who are security-sensitive.
     #[arg(long, default_value_t = 0.3)]
     pub sensitive: f64,
@@ -73,6 +77,9 @@ pub fn run(a: &SynthArgs) -> anyhow::Result<ExitCode> {
     if a.users == 0 || a.events == 0 {
         anyhow::bail!("--users and --events must be positive");
     }
+    if !(1..=4).contains(&a.per_impression) {
+        anyhow::bail!("--per-impression must be 1 to 4");
+    }
     if !(0.0..=1.0).contains(&a.sensitive) {
         anyhow::bail!("--sensitive must be in [0, 1]");
     }
@@ -116,7 +123,8 @@ pub fn run(a: &SynthArgs) -> anyhow::Result<ExitCode> {
     let store =
         rt.block_on(crate::store::open(&settings.store_url(), settings.durability)).context("opening the store")?;
 
-    let impressions = a.events.div_ceil(4);
+    let per = a.per_impression;
+    let impressions = a.events.div_ceil(per);
     let end_ms = crate::server::now_ms();
     let span_ms = i64::try_from(a.days.max(1) * 86_400_000).unwrap_or(i64::MAX / 4);
     let start_ms = end_ms - span_ms;
@@ -130,16 +138,16 @@ pub fn run(a: &SynthArgs) -> anyhow::Result<ExitCode> {
         let n = per_batch.min(impressions - k);
         let at_ms = start_ms + i64::try_from((k as u128 * span_ms as u128 / impressions as u128) as u64).unwrap_or(0);
         let mut batch = WriteBatch { at_ms, impressions: Vec::with_capacity(n as usize), feedback: Vec::new() };
-        let mut group = Vec::with_capacity(n as usize * 4);
+        let mut group = Vec::with_capacity((n * per) as usize);
         for j in k..k + n {
-            let user = rng.next_u64() % a.users;
+            let user = j % a.users;
             // Users are sensitive or not by a hash of their number, stable across the run.
             let sensitive = (SplitMix64(user ^ a.seed).next_u64() % 1000) as f64 / 1000.0 < a.sensitive;
             let request_id = format!("synth-{}-{j}", a.seed);
-            let mut cands = Vec::with_capacity(4);
+            let mut cands = Vec::with_capacity(per as usize);
             let first = (rng.next_u64() % pool.len() as u64) as usize;
             let language = pool[first].language.clone();
-            for c in 0..4u64 {
+            for c in 0..per {
                 let i = if c == 0 { first } else { (rng.next_u64() % pool.len() as u64) as usize };
                 let mut rec = pool[i].record.clone();
                 rec.id = format!("c{c}");
@@ -152,7 +160,7 @@ pub fn run(a: &SynthArgs) -> anyhow::Result<ExitCode> {
                 }
                 cands.push(rec);
             }
-            written = (written + 4).min(a.events);
+            written = (written + per).min(a.events);
             batch.impressions.push(Impression {
                 request_id,
                 user_id: format!("user-{user:07}@synth.example"),

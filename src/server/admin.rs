@@ -269,10 +269,9 @@ pub fn state_checksum(state: &AppState) -> (String, usize, usize) {
     }
     drop(model);
     let policies = state.shared.policies.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut users: Vec<(&String, &crate::policy::PolicyState)> = policies.iter().collect();
-    users.sort_by(|a, b| a.0.cmp(b.0));
+    let users: Vec<(&u64, &crate::policy::PolicyState)> = policies.iter().collect();
     for (u, p) in &users {
-        buf.extend_from_slice(u.as_bytes());
+        buf.extend_from_slice(&u.to_le_bytes());
         buf.extend_from_slice(&serde_json::to_vec(p).unwrap_or_default());
     }
     let sum = format!("{:08x}{:08x}", murmur3_32(&buf, 0x5eed_0001), murmur3_32(&buf, 0x5eed_0002));

@@ -10,10 +10,10 @@
 use super::state::Shared;
 use crate::events::{Event, EventBody, FeedbackEvent, ModelActivation};
 use crate::model::{Model, read_model, write_model};
-use crate::policy::{LabelWeights, PolicyState, label};
+use crate::policy::{LabelWeights, PolicyState, label, user_key};
 use crate::store::{Store, codec};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -30,7 +30,8 @@ pub struct Snapshot {
     pub seq: i64,
     /// The model in the model file format (magic, versions, checksum).
     pub model: Vec<u8>,
-    pub policies: Vec<(String, PolicyState)>,
+    /// By user key, in key order.
+    pub policies: Vec<(u64, PolicyState)>,
 }
 
 /// Applies a batch of events to the shared state. Pure with respect to I/O: returns the ids
@@ -58,12 +59,12 @@ fn apply_chunk(shared: &Shared, events: &[Event], created: &mut Vec<String>) {
             EventBody::Feedback(f) => {
                 learn(&mut model, f, &weights);
                 if let Some(user) = &f.user_id {
-                    policies.entry(user.clone()).or_default().observe(&cfg, f.outcome, f64::from(f.risk), e.at_ms);
+                    policies.entry(user_key(user)).or_default().observe(&cfg, f.outcome, f64::from(f.risk), e.at_ms);
                 }
                 metrics::counter!("guardrank_feedback_applied_total", "outcome" => f.outcome.name()).increment(1);
             }
             EventBody::PolicyReset { user_id } | EventBody::UserErased { user_id } => {
-                policies.remove(user_id);
+                policies.remove(&user_key(user_id));
             }
             EventBody::KeyRevoked { key_id } => shared.keys.revoke(key_id),
             EventBody::KeyCreated { key_id, .. } => created.push(key_id.clone()),
@@ -167,8 +168,7 @@ pub fn snapshot_blob(shared: &Shared) -> Result<(i64, Vec<u8>), String> {
     let seq = shared.applied_seq.load(Ordering::Acquire);
     let mut m = Vec::new();
     write_model(&model, &mut m).map_err(|e| e.to_string())?;
-    let mut ps: Vec<(String, PolicyState)> = policies.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    ps.sort_by(|a, b| a.0.cmp(&b.0));
+    let ps: Vec<(u64, PolicyState)> = policies.iter().map(|(k, v)| (*k, v.clone())).collect();
     let snap = Snapshot { seq, model: m, policies: ps };
     Ok((seq, codec::encode(&snap)?))
 }
@@ -177,14 +177,14 @@ pub fn snapshot_blob(shared: &Shared) -> Result<(i64, Vec<u8>), String> {
 ///
 /// # Errors
 /// The blob or its model does not decode (wrong extractor version included).
-pub fn decode_snapshot(blob: &[u8]) -> Result<(i64, Model, HashMap<String, PolicyState>), String> {
+pub fn decode_snapshot(blob: &[u8]) -> Result<(i64, Model, BTreeMap<u64, PolicyState>), String> {
     let snap: Snapshot = codec::decode(blob)?;
     let model = read_model(&snap.model[..]).map_err(|e| e.to_string())?;
     Ok((snap.seq, model, snap.policies.into_iter().collect()))
 }
 
 /// Loads the newest snapshot that decodes; `None` when there is none.
-pub async fn load_newest_snapshot(store: &dyn Store) -> Option<(i64, Model, HashMap<String, PolicyState>)> {
+pub async fn load_newest_snapshot(store: &dyn Store) -> Option<(i64, Model, BTreeMap<u64, PolicyState>)> {
     let list = match store.list_snapshots().await {
         Ok(l) => l,
         Err(e) => {

@@ -33,7 +33,6 @@ use error::ApiError;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use settings::Settings;
 use state::{AppState, Shared};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
@@ -238,7 +237,7 @@ impl Application {
         }
 
         let (mut model, degraded) = base_model(&settings);
-        let mut policies = HashMap::new();
+        let mut policies = std::collections::BTreeMap::new();
         let mut applied = 0;
         if let Some((seq, m, p)) = learner::load_newest_snapshot(store.as_ref()).await {
             tracing::info!(seq, users = p.len(), "snapshot loaded");

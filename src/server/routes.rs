@@ -192,12 +192,12 @@ pub fn policy_response(state: &AppState, user_id: &str) -> PolicyResponse {
         block_threshold: p.block_threshold,
         trust: p.trust,
         feedback: FeedbackCounts {
-            accepted: c.accepted,
-            rejected: c.rejected,
-            rejected_risky: c.rejected_risky,
-            accepted_risky: c.accepted_risky,
-            reported_insecure: c.reported_insecure,
-            reported_safe: c.reported_safe,
+            accepted: u64::from(c.accepted),
+            rejected: u64::from(c.rejected),
+            rejected_risky: u64::from(c.rejected_risky),
+            accepted_risky: u64::from(c.accepted_risky),
+            reported_insecure: u64::from(c.reported_insecure),
+            reported_safe: u64::from(c.reported_safe),
         },
         explanation: s.explain(cfg),
     }

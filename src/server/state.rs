@@ -10,7 +10,7 @@ use crate::rules::RulePack;
 use crate::store::Store;
 use arc_swap::ArcSwap;
 use metrics_exporter_prometheus::PrometheusHandle;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct Shared {
     pub model: RwLock<Model>,
-    pub policies: RwLock<HashMap<String, PolicyState>>,
+    /// Policies by [`crate::policy::user_key`]; a B-tree: compact for a million users, and its
+    /// order makes snapshots and checksums deterministic.
+    pub policies: RwLock<BTreeMap<u64, PolicyState>>,
     /// Sequence number of the last event applied.
     pub applied_seq: AtomicI64,
     /// The log's last sequence number at start; ready once applied.
@@ -56,7 +58,8 @@ impl AppState {
     /// The policy state of a user (defaults for one never seen).
     #[must_use]
     pub fn policy_state(&self, user_id: &str) -> PolicyState {
-        self.shared.policies.read().ok().and_then(|m| m.get(user_id).cloned()).unwrap_or_default()
+        let key = crate::policy::user_key(user_id);
+        self.shared.policies.read().ok().and_then(|m| m.get(&key).cloned()).unwrap_or_default()
     }
 
     /// Seconds since start, as the rate limiters' clock.
