@@ -55,6 +55,12 @@ impl Token {
         src.get(self.start as usize..self.end as usize).unwrap_or("")
     }
 
+    /// The token's bytes: its text, without the checks of `text` (for hashing and comparing).
+    #[must_use]
+    pub fn bytes<'a>(&self, src: &'a str) -> &'a [u8] {
+        src.as_bytes().get(self.start as usize..self.end as usize).unwrap_or(b"")
+    }
+
     /// For a string token, its contents without prefix and quotes (best effort for
     /// unterminated strings); for other tokens, the text.
     #[must_use]
@@ -81,8 +87,15 @@ pub struct Lexed<'a> {
 /// Lexes `text` as `lang` (`None`: unknown; both `#` and `//` comments are recognised).
 #[must_use]
 pub fn lex(text: &str, lang: Option<Language>) -> Lexed<'_> {
-    let mut lx =
-        Lexer { b: text.as_bytes(), i: 0, lang, tokens: Vec::with_capacity(text.len() / 4 + 4), comments: Vec::new() };
+    let mut lx = Lexer {
+        b: text.as_bytes(),
+        i: 0,
+        lang,
+        hash: lang.is_none_or(|l| l.comments().hash),
+        slash: lang.is_none_or(|l| l.comments().slash),
+        tokens: Vec::with_capacity(text.len() / 4 + 4),
+        comments: Vec::new(),
+    };
     lx.run();
     let masked = if lx.comments.is_empty() {
         Cow::Borrowed(text)
@@ -106,19 +119,57 @@ struct Lexer<'a> {
     b: &'a [u8],
     i: usize,
     lang: Option<Language>,
+    /// `#` line comments.
+    hash: bool,
+    /// `//` and `/* */` comments.
+    slash: bool,
     tokens: Vec<Token>,
     comments: Vec<(usize, usize)>,
 }
 
-const TWO_CHAR_OPS: [&[u8; 2]; 14] =
-    [b"->", b"=>", b"::", b"==", b"!=", b"+=", b"&&", b"||", b"<<", b">>", b"..", b"?.", b"<=", b">="];
+/// Whether `[a, b]` is one of the two-character operators lexed as one token: `->` `=>` `::`
+/// `==` `!=` `+=` `&&` `||` `<<` `>>` `..` `?.` `<=` `>=`.
+fn is_two_char_op(a: u8, b: u8) -> bool {
+    matches!(
+        (a, b),
+        (b'-' | b'=', b'>')
+            | (b':', b':')
+            | (b'=' | b'!' | b'+' | b'<' | b'>', b'=')
+            | (b'&', b'&')
+            | (b'|', b'|')
+            | (b'<', b'<')
+            | (b'>', b'>')
+            | (b'.', b'.')
+            | (b'?', b'.')
+    )
+}
+
+const IDENT_START: u8 = 1;
+const IDENT_CONTINUE: u8 = 2;
+
+/// Byte classes of identifiers: ASCII letters, `_`, `$` and every non-ASCII byte start one;
+/// those and digits continue one.
+const CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        if c.is_ascii_alphabetic() || c == b'_' || c == b'$' || c >= 0x80 {
+            t[i] = IDENT_START | IDENT_CONTINUE;
+        } else if c.is_ascii_digit() {
+            t[i] = IDENT_CONTINUE;
+        }
+        i += 1;
+    }
+    t
+};
 
 fn is_ident_start(c: u8) -> bool {
-    c.is_ascii_alphabetic() || c == b'_' || c == b'$' || c >= 0x80
+    CLASS[usize::from(c)] & IDENT_START != 0
 }
 
 fn is_ident_continue(c: u8) -> bool {
-    c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || c >= 0x80
+    CLASS[usize::from(c)] & IDENT_CONTINUE != 0
 }
 
 impl Lexer<'_> {
@@ -143,55 +194,52 @@ impl Lexer<'_> {
         });
     }
 
-    fn hash_comments(&self) -> bool {
-        self.lang.is_none_or(|l| l.comments().hash)
-    }
-
-    fn slash_comments(&self) -> bool {
-        self.lang.is_none_or(|l| l.comments().slash)
-    }
-
     fn run(&mut self) {
         while self.i < self.b.len() {
             let c = self.b[self.i];
             let start = self.i;
-            if c.is_ascii_whitespace() {
-                self.i += 1;
-            } else if self.slash_comments() && c == b'/' && self.peek(1) == b'/' {
-                self.line_comment(start);
-            } else if self.slash_comments() && c == b'/' && self.peek(1) == b'*' {
-                let end = find(self.b, b"*/", self.i + 2).map_or(self.b.len(), |p| p + 2);
-                self.comment(start, end);
-            } else if c == b'#' && self.is_hash_comment() {
-                self.line_comment(start);
-            } else if c == b'"' || c == b'\'' || c == b'`' {
-                self.string(start, start, 0);
-            } else if is_ident_start(c) || (c == b'@' && self.lang == Some(Language::Ruby)) {
-                self.ident_or_prefixed_string(start);
-            } else if c.is_ascii_digit() {
-                while self.i < self.b.len()
-                    && (self.b[self.i].is_ascii_alphanumeric() || matches!(self.b[self.i], b'_' | b'.'))
-                {
-                    // `1..10` is a range, not a number with two dots.
-                    if self.b[self.i] == b'.' && self.peek(1) == b'.' {
-                        break;
-                    }
+            match c {
+                b' ' | b'\t' | b'\n' | 0x0c | b'\r' => {
                     self.i += 1;
+                    while self.i < self.b.len() && self.b[self.i].is_ascii_whitespace() {
+                        self.i += 1;
+                    }
                 }
-                self.push(TokenKind::Number, start, self.i);
-            } else if c == b'@' && self.lang == Some(Language::CSharp) && matches!(self.peek(1), b'"' | b'$') {
-                self.string(start, start + 1, 0);
-            } else {
-                let two = [c, self.peek(1)];
-                let len = if TWO_CHAR_OPS.iter().any(|op| **op == two) { 2 } else { 1 };
-                self.i += len;
-                self.push(TokenKind::Punct, start, self.i);
+                b'/' if self.slash && self.peek(1) == b'/' => self.line_comment(start),
+                b'/' if self.slash && self.peek(1) == b'*' => {
+                    let end = find(self.b, b"*/", self.i + 2).map_or(self.b.len(), |p| p + 2);
+                    self.comment(start, end);
+                }
+                b'#' if self.is_hash_comment() => self.line_comment(start),
+                b'"' | b'\'' | b'`' => self.string(start, start, 0),
+                b'@' if self.lang == Some(Language::Ruby) => self.ident_or_prefixed_string(start),
+                b'@' if self.lang == Some(Language::CSharp) && matches!(self.peek(1), b'"' | b'$') => {
+                    self.string(start, start + 1, 0);
+                }
+                _ if is_ident_start(c) => self.ident_or_prefixed_string(start),
+                b'0'..=b'9' => {
+                    while self.i < self.b.len()
+                        && (self.b[self.i].is_ascii_alphanumeric() || matches!(self.b[self.i], b'_' | b'.'))
+                    {
+                        // `1..10` is a range, not a number with two dots.
+                        if self.b[self.i] == b'.' && self.peek(1) == b'.' {
+                            break;
+                        }
+                        self.i += 1;
+                    }
+                    self.push(TokenKind::Number, start, self.i);
+                }
+                _ => {
+                    let len = if is_two_char_op(c, self.peek(1)) { 2 } else { 1 };
+                    self.i += len;
+                    self.push(TokenKind::Punct, start, self.i);
+                }
             }
         }
     }
 
     fn is_hash_comment(&self) -> bool {
-        if !self.hash_comments() {
+        if !self.hash {
             return false;
         }
         match self.lang {
@@ -220,9 +268,7 @@ impl Lexer<'_> {
 
     fn ident_or_prefixed_string(&mut self, start: usize) {
         self.i += 1;
-        while self.i < self.b.len() && is_ident_continue(self.b[self.i]) {
-            self.i += 1;
-        }
+        self.i += self.b[self.i..].iter().position(|c| !is_ident_continue(*c)).unwrap_or(self.b.len() - self.i);
         let word = &self.b[start..self.i];
         let next = self.peek(0);
         if matches!(next, b'"' | b'\'') || (next == b'#' && self.lang == Some(Language::Rust)) {
@@ -319,6 +365,14 @@ impl Lexer<'_> {
         let mut j = q + 1;
         let mut f = STR_UNTERMINATED;
         while j < b.len() {
+            // Skip to the next byte that can end the literal or escape one.
+            match b[j..].iter().position(|c| *c == quote || *c == b'\\' || *c == b'\n') {
+                Some(p) => j += p,
+                None => {
+                    j = b.len();
+                    break;
+                }
+            }
             let c = b[j];
             if c == b'\\' && escapes {
                 j += 2;
@@ -492,6 +546,19 @@ mod tests {
         assert!(l.masked.contains("#[Route"));
         assert!(!l.masked.contains("# c"));
         assert!(!l.masked.contains("// d"));
+    }
+
+    #[test]
+    fn byte_tables_agree_with_their_definitions() {
+        const OPS: [&[u8; 2]; 14] =
+            [b"->", b"=>", b"::", b"==", b"!=", b"+=", b"&&", b"||", b"<<", b">>", b"..", b"?.", b"<=", b">="];
+        for a in 0..=255u8 {
+            assert_eq!(is_ident_start(a), a.is_ascii_alphabetic() || a == b'_' || a == b'$' || a >= 0x80, "{a}");
+            assert_eq!(is_ident_continue(a), is_ident_start(a) || a.is_ascii_digit(), "{a}");
+            for b in 0..=255u8 {
+                assert_eq!(is_two_char_op(a, b), OPS.contains(&&[a, b]), "{a} {b}");
+            }
+        }
     }
 
     proptest! {

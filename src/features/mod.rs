@@ -12,13 +12,17 @@
 //! the model adds to its margin: a high-severity hit is risky before any training, and a new
 //! rule needs no retraining to count.
 
+mod args;
 pub mod hash;
+mod key;
 mod shapes;
+mod sparse;
 
 use crate::lang::Language;
-use crate::lexer::{Lexed, STR_INTERP, TokenKind};
+use crate::lexer::{Lexed, STR_INTERP, Token, TokenKind};
 use crate::rules::{Mode, RuleSpec, Severity};
 use hash::{combine, murmur3_32};
+use key::Key;
 
 /// Version of the extractor; model files record it and refuse to load under another.
 /// Bump it whenever a change moves any feature of any input.
@@ -78,38 +82,27 @@ const NS_NAME: u32 = 0x4a3e_000e;
 const NS_RULECOUNT: u32 = 0x7c07_000f;
 const NS_ARGSHAPE: u32 = 0xa95e_0010;
 
-/// Identifiers that name untrusted input in common frameworks (lowercased).
-const SOURCES: [&str; 24] = [
-    "request",
-    "req",
-    "params",
-    "args",
-    "argv",
-    "query",
-    "body",
-    "form",
-    "getparameter",
-    "formvalue",
-    "$_get",
-    "$_post",
-    "$_request",
-    "$_cookie",
-    "$_server",
-    "input",
-    "getenv",
-    "stdin",
-    "headers",
-    "cookies",
-    "querystring",
-    "payload",
-    "user_input",
-    "userinput",
-];
-
 /// Builds feature vectors of a fixed width.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Extractor {
     mask: u32,
+}
+
+// Coordinates of fixed keys before masking, hashed at compile time.
+const H_BIAS: u32 = murmur3_32(b"bias", NS_BIAS);
+const H_SECRETISH: u32 = murmur3_32(b"secretish", NS_NAME);
+const H_NUM: u32 = murmur3_32(b"<num>", NS_TOK);
+const H_SHAPES: [u32; shapes::NAMES.len()] = hash_all(&shapes::NAMES, NS_SHAPE);
+const H_STR_TOKENS: [u32; shapes::TOKENS.len()] = hash_all(&shapes::TOKENS, NS_TOK);
+
+const fn hash_all<const N: usize>(keys: &[&str; N], ns: u32) -> [u32; N] {
+    let mut out = [0u32; N];
+    let mut i = 0;
+    while i < N {
+        out[i] = murmur3_32(keys[i].as_bytes(), ns);
+        i += 1;
+    }
+    out
 }
 
 impl Extractor {
@@ -120,6 +113,7 @@ impl Extractor {
         Extractor { mask: (1u32 << bits) - 1 }
     }
 
+    #[inline]
     fn h(&self, ns: u32, s: &[u8]) -> u32 {
         murmur3_32(s, ns) & self.mask
     }
@@ -127,7 +121,7 @@ impl Extractor {
     /// The coordinate of the bias feature.
     #[must_use]
     pub fn bias_index(&self) -> u32 {
-        self.h(NS_BIAS, b"bias")
+        H_BIAS & self.mask
     }
 
     /// The coordinate of a rule's id feature (for inspecting what the model learned of it).
@@ -145,8 +139,14 @@ impl Extractor {
         rules_hit: impl IntoIterator<Item = &'r RuleSpec>,
     ) -> Features {
         let src = lexed.text;
-        let mut binary: Vec<u32> = Vec::with_capacity(64);
-        let mut tokens: Vec<u32> = Vec::with_capacity(lexed.tokens.len() * 2 + 8);
+        // Room for every token push, so the vector never grows: a unigram and a bigram per
+        // token, and up to eight words per string literal.
+        let n_str = lexed.tokens.iter().filter(|t| t.kind == TokenKind::Str).count();
+        let mut tokens: Vec<u32> = Vec::with_capacity(lexed.tokens.len() * 2 + n_str * 8);
+        // The last coordinate pushed into each of 64 slots: a repeat found there is not pushed
+        // again (the sort below removes the others), which spares sorting most repeats.
+        let mut recent = [u32::MAX; 64];
+        let mut binary: Vec<u32> = Vec::with_capacity(128);
         let mut offset = 0.0f32;
 
         binary.push(self.bias_index());
@@ -167,216 +167,187 @@ impl Extractor {
         binary.push(self.h(NS_RULECOUNT, &[n_rules.min(4) as u8]));
 
         // Size buckets over the code without comments: log2 of bytes, and of non-blank lines.
-        let masked = &*lexed.masked;
-        let code_bytes = masked.bytes().filter(|b| !b.is_ascii_whitespace()).count();
-        let code_lines = masked.lines().filter(|l| !l.trim().is_empty()).count();
+        let (code_bytes, code_lines) = code_size(&lexed.masked);
         let bytes_bucket = usize::BITS - code_bytes.leading_zeros();
         let lines_bucket = usize::BITS - code_lines.leading_zeros();
         binary.push(self.h(NS_SIZE, &[b'b', bytes_bucket as u8]));
         binary.push(self.h(NS_SIZE, &[b'l', lines_bucket as u8]));
 
-        let mut norm = String::with_capacity(64);
-        let mut word = String::with_capacity(32);
+        // The tokens without comments (the lexer's own list when there are none).
+        let filtered: Vec<Token>;
+        let code: &[Token] = if lexed.tokens.iter().any(|t| t.kind == TokenKind::Comment) {
+            filtered = lexed.tokens.iter().filter(|t| t.kind != TokenKind::Comment).copied().collect();
+            &filtered
+        } else {
+            &lexed.tokens
+        };
         let mut prev: Option<u32> = None;
-        let code: Vec<_> = lexed.tokens.iter().filter(|t| t.kind != TokenKind::Comment).collect();
-        let mut chain: Vec<&str> = Vec::with_capacity(8);
+        let mut key = Key::new();
         for (i, t) in code.iter().enumerate() {
-            let text = t.text(src);
-            norm.clear();
-            match t.kind {
+            let u = match t.kind {
                 TokenKind::Ident => {
-                    push_lower(&mut norm, text, 32);
-                    if shapes::is_secretish_name(&norm) {
-                        binary.push(self.h(NS_NAME, b"secretish"));
+                    key.truncate(0);
+                    key.push_lower_cut(t.bytes(src), 32);
+                    if shapes::is_secretish_lower(key.bytes()) {
+                        binary.push(H_SECRETISH & self.mask);
                     }
+                    self.h(NS_TOK, key.bytes())
                 }
-                TokenKind::Number => {
-                    if text.len() <= 5 {
-                        push_lower(&mut norm, text, 5);
-                    } else {
-                        norm.push_str("<num>");
-                    }
+                TokenKind::Number if t.bytes(src).len() <= 5 => {
+                    key.truncate(0);
+                    key.push_lower(t.bytes(src));
+                    self.h(NS_TOK, key.bytes())
                 }
+                TokenKind::Number => H_NUM & self.mask,
                 TokenKind::Str => {
-                    let body = t.str_contents(src);
-                    let prev_tok = i.checked_sub(1).and_then(|j| code.get(j)).map(|t| t.text(src));
-                    let next_tok = code.get(i + 1).map(|t| t.text(src));
-                    let before = code[i.saturating_sub(3)..i].iter().map(|t| t.text(src));
+                    let body = t.str_contents(src).as_bytes();
+                    let prev_tok = i.checked_sub(1).map(|j| code[j].bytes(src));
+                    let next_tok = code.get(i + 1).map(|t| t.bytes(src));
+                    let before = code[i.saturating_sub(3)..i].iter().map(|t| t.bytes(src));
                     let shape = shapes::classify(body, t.flags & STR_INTERP != 0, prev_tok, next_tok, before, lang);
-                    for s in shape.names() {
-                        binary.push(self.h(NS_SHAPE, s.as_bytes()));
+                    let mut names = shape.mask();
+                    while names != 0 {
+                        binary.push(H_SHAPES[names.trailing_zeros() as usize] & self.mask);
+                        names &= names - 1;
                     }
                     for w in shapes::words(body).take(8) {
-                        word.clear();
-                        push_lower(&mut word, w, 24);
-                        tokens.push(self.h(NS_STRWORD, word.as_bytes()));
+                        key.truncate(0);
+                        key.push_lower(w);
+                        push_new(&mut tokens, &mut recent, self.h(NS_STRWORD, key.bytes()));
                     }
-                    norm.push_str(shape.token());
+                    H_STR_TOKENS[shape.token_index()] & self.mask
                 }
-                TokenKind::Punct => norm.push_str(text),
+                TokenKind::Punct => self.h(NS_TOK, t.bytes(src)),
                 TokenKind::Comment => continue,
-            }
-            let u = self.h(NS_TOK, norm.as_bytes());
-            tokens.push(u);
+            };
+            push_new(&mut tokens, &mut recent, u);
             if let Some(p) = prev {
-                tokens.push(combine(p, u, NS_BIGRAM) & self.mask);
+                push_new(&mut tokens, &mut recent, combine(p, u, NS_BIGRAM) & self.mask);
             }
             prev = Some(u);
 
-            // API chains: ident (sep ident)* ; a call if followed by "(".
+            // API chains: ident (sep ident)* ; a call if followed by "(". Only the chain's last
+            // two links count: this ident and, when the chain continues, the ident two back.
             if t.kind == TokenKind::Ident {
-                let continues = i >= 2
-                    && code[i - 1].kind == TokenKind::Punct
-                    && matches!(code[i - 1].text(src), "." | "::" | "->" | "?.")
-                    && code[i - 2].kind == TokenKind::Ident;
-                if !continues {
-                    chain.clear();
-                }
-                chain.push(text);
-                let ends = !code
-                    .get(i + 1)
-                    .is_some_and(|n| n.kind == TokenKind::Punct && matches!(n.text(src), "." | "::" | "->" | "?."));
-                let is_call = code.get(i + 1).is_some_and(|n| n.text(src) == "(");
-                if ends && (chain.len() >= 2 || is_call) {
-                    self.api_features(&chain, is_call, lang_name, &mut binary);
+                let next = code.get(i + 1);
+                let ends = !next.is_some_and(|n| is_chain_sep(n, src));
+                let is_call = next.is_some_and(|n| n.bytes(src) == b"(");
+                let continues = i >= 2 && is_chain_sep(&code[i - 1], src) && code[i - 2].kind == TokenKind::Ident;
+                if ends && (continues || is_call) {
+                    let before_last = continues.then(|| code[i - 2].bytes(src));
+                    let last = t.bytes(src);
+                    self.api_features(before_last, last, is_call, lang_name, &mut binary);
                     if is_call {
-                        self.argument_features(&chain, &code[i + 2..], src, lang, &mut binary);
+                        self.argument_features(last, &code[i + 2..], src, lang, &mut binary);
                     }
                 }
-            } else if !(t.kind == TokenKind::Punct && matches!(text, "." | "::" | "->" | "?.")) {
-                chain.clear();
             }
         }
 
         // Tokens: unique, L2-normalised as one group.
-        tokens.sort_unstable();
-        tokens.dedup();
+        let bits = self.mask.count_ones();
+        let mut scratch = Vec::new();
+        sparse::sort_unique(&mut tokens, &mut scratch, bits);
         let tok_val = if tokens.is_empty() { 0.0 } else { 1.0 / (tokens.len() as f32).sqrt() };
-        binary.sort_unstable();
-        binary.dedup();
-
-        let mut pairs: Vec<(u32, f32)> = Vec::with_capacity(binary.len() + tokens.len());
-        pairs.extend(binary.iter().map(|i| (*i, 1.0)));
-        pairs.extend(tokens.iter().map(|i| (*i, tok_val)));
-        pairs.sort_unstable_by_key(|p| p.0);
-        let mut f = Features { idx: Vec::with_capacity(pairs.len()), val: Vec::with_capacity(pairs.len()), offset };
-        for (i, v) in pairs {
-            if f.idx.last() == Some(&i) {
-                if let Some(last) = f.val.last_mut() {
-                    *last += v;
-                }
-            } else {
-                f.idx.push(i);
-                f.val.push(v);
-            }
-        }
-        f
+        sparse::sort_unique(&mut binary, &mut scratch, bits);
+        sparse::merge(&binary, &tokens, tok_val, offset)
     }
 
-    fn api_features(&self, chain: &[&str], is_call: bool, lang: &str, out: &mut Vec<u32>) {
-        let mut last = String::with_capacity(32);
-        if let Some(l) = chain.last() {
-            push_lower(&mut last, l, 40);
+    /// API features of a chain ending in `last` (the link before it, if any: `before_last`).
+    fn api_features(&self, before_last: Option<&[u8]>, last: &[u8], is_call: bool, lang: &str, out: &mut Vec<u32>) {
+        // "lang:before.last", hashed whole and by suffixes: "before.last" and "last".
+        let mut key = Key::new();
+        key.push(lang.as_bytes());
+        key.push(b":");
+        let two_at = key.len();
+        if let Some(b) = before_last {
+            key.push_lower_cut(b, 40);
+            key.push(b".");
         }
-        let mut two = String::with_capacity(64);
-        if chain.len() >= 2 {
-            push_lower(&mut two, chain[chain.len() - 2], 40);
-            two.push('.');
-        }
-        two.push_str(&last);
-        out.push(self.h(NS_API, two.as_bytes()));
-        out.push(self.h(NS_API, last.as_bytes()));
+        let last_at = key.len();
+        key.push_lower_cut(last, 40);
+        let two = &key.bytes()[two_at..];
+        out.push(self.h(NS_API, two));
+        out.push(self.h(NS_API, &key.bytes()[last_at..]));
         if is_call {
-            out.push(self.h(NS_CALL, two.as_bytes()));
-            let mut lc = String::with_capacity(lang.len() + two.len() + 1);
-            lc.push_str(lang);
-            lc.push(':');
-            lc.push_str(&two);
-            out.push(self.h(NS_LANG_CALL, lc.as_bytes()));
+            out.push(self.h(NS_CALL, two));
+            out.push(self.h(NS_LANG_CALL, key.bytes()));
         }
     }
 }
 
-impl Extractor {
-    /// What the arguments of a call look like: built dynamically (interpolated or
-    /// concatenated strings, format calls), variables, literals only, or untrusted sources,
-    /// crossed with the callee. "A sink called with a dynamic argument" generalises across
-    /// languages and codebases better than any single token.
-    fn argument_features(
-        &self,
-        chain: &[&str],
-        args: &[&crate::lexer::Token],
-        src: &str,
-        lang: Option<Language>,
-        out: &mut Vec<u32>,
-    ) {
-        let (mut depth, mut dynamic, mut var, mut source, mut any) = (0i32, false, false, false, false);
-        for (k, t) in args.iter().take(96).enumerate() {
-            let text = t.text(src);
-            match t.kind {
-                TokenKind::Punct => match text {
-                    "(" | "[" | "{" => depth += 1,
-                    ")" | "]" | "}" => {
-                        depth -= 1;
-                        if depth < 0 {
-                            break;
-                        }
-                    }
-                    "+" | "%" => {
-                        dynamic |= args.get(k.wrapping_sub(1)).is_some_and(|p| p.kind == TokenKind::Str)
-                            || args.get(k + 1).is_some_and(|n| n.kind == TokenKind::Str)
-                    }
-                    "." if lang == Some(Language::Php) => dynamic = true,
-                    _ => {}
-                },
-                TokenKind::Str => {
-                    any = true;
-                    dynamic |= t.flags & STR_INTERP != 0;
-                }
-                TokenKind::Ident => {
-                    any = true;
-                    let is = |words: &[&str]| words.iter().any(|w| w.eq_ignore_ascii_case(text));
-                    dynamic |= is(&["format", "sprintf", "concat", "join", "f"]);
-                    var |= !is(&["true", "false", "none", "null", "nil", "self", "this"]);
-                    source |= is(&SOURCES);
-                }
-                TokenKind::Number => any = true,
-                TokenKind::Comment => {}
-            }
+/// Pushes `x` unless `recent` shows it was just pushed (a cheap partial dedup).
+#[inline]
+fn push_new(v: &mut Vec<u32>, recent: &mut [u32; 64], x: u32) {
+    let slot = &mut recent[x as usize % 64];
+    if *slot != x {
+        *slot = x;
+        v.push(x);
+    }
+}
+
+fn is_chain_sep(t: &Token, src: &str) -> bool {
+    t.kind == TokenKind::Punct && matches!(t.bytes(src), b"." | b"::" | b"->" | b"?.")
+}
+
+/// Bytes that are not ASCII whitespace, and lines that are not blank (not only whitespace as
+/// `str::trim` sees it: ASCII whitespace, the vertical tab, and Unicode spaces).
+fn code_size(text: &str) -> (usize, usize) {
+    let b = text.as_bytes();
+    // Branch-free, summed in bytes over chunks that cannot overflow one, so it vectorises.
+    let bytes: usize = b
+        .chunks(255)
+        .map(|ch| {
+            let n: u8 = ch
+                .iter()
+                .map(|&c| u8::from(!((c == b' ') | (c == b'\n') | (c == b'\t') | (c == b'\r') | (c == 0x0c))))
+                .fold(0, u8::wrapping_add);
+            usize::from(n)
+        })
+        .sum();
+    let mut lines = 0;
+    let mut i = 0;
+    while i < b.len() {
+        // The line's first byte that `trim` keeps (ASCII whitespace and the vertical tab go).
+        while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\r' | 0x0b | 0x0c) {
+            i += 1;
         }
-        if !any {
-            return;
-        }
-        let mut last = String::with_capacity(48);
-        if let Some(l) = chain.last() {
-            push_lower(&mut last, l, 40);
-        }
-        for (on, shape) in [(dynamic, ":dyn"), (var, ":var"), (!var && !dynamic, ":lit"), (source, ":src")] {
-            if on {
-                let mut k = String::with_capacity(last.len() + 5);
-                k.push_str(&last);
-                k.push_str(shape);
-                out.push(self.h(NS_ARGSHAPE, k.as_bytes()));
-                out.push(self.h(NS_ARGSHAPE, shape.as_bytes()));
+        match b.get(i) {
+            None => break,
+            Some(b'\n') => i += 1,
+            Some(&c) => {
+                let end = next_newline(b, i);
+                // Past ASCII, `trim` decides (Unicode spaces are blank too).
+                lines += usize::from(c.is_ascii() || !text[i..end].trim().is_empty());
+                i = end + 1;
             }
         }
     }
+    (bytes, lines)
+}
+
+/// The index of the first `\n` in `b` from `i`, or `b.len()`: eight bytes at a time (a zero
+/// byte of `word ^ 0x0a0a..` shows a newline; the lowest flagged byte is always a true one).
+fn next_newline(b: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    const HIGH: u64 = ONES << 7;
+    const NEWLINES: u64 = ONES * b'\n' as u64;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(w) ^ NEWLINES;
+        let found = x.wrapping_sub(ONES) & !x & HIGH;
+        if found != 0 {
+            return i + (found.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    b[i.min(b.len())..].iter().position(|c| *c == b'\n').map_or(b.len(), |p| i + p)
 }
 
 impl Default for Extractor {
     fn default() -> Self {
         Extractor::new(DEFAULT_BITS)
-    }
-}
-
-/// Appends the ASCII-lowercased `s`, cut to at most `max` bytes at a char boundary.
-fn push_lower(out: &mut String, s: &str, max: usize) {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    for c in s[..end].chars() {
-        out.push(c.to_ascii_lowercase());
     }
 }
 
@@ -435,6 +406,19 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn finds_the_next_newline_like_a_plain_search(b in proptest::collection::vec(prop_oneof![Just(b'\n'), any::<u8>()], 0..40), i in 0usize..45) {
+            let want = b.get(i..).and_then(|r| r.iter().position(|c| *c == b'\n')).map_or(b.len(), |p| i + p);
+            prop_assert_eq!(next_newline(&b, i), want.max(i.min(b.len())));
+        }
+
+        #[test]
+        fn code_size_counts_like_the_str_methods(s in "[ a\t\r\n\x0b\x0c\u{a0}\u{85}\u{3000}é\x1f]{0,40}") {
+            let bytes = s.bytes().filter(|b| !b.is_ascii_whitespace()).count();
+            let lines = s.lines().filter(|l| !l.trim().is_empty()).count();
+            prop_assert_eq!(code_size(&s), (bytes, lines));
+        }
+
         #[test]
         fn never_panics_and_values_are_finite(s in any::<String>(), li in 0usize..15) {
             let lang = Language::ALL.get(li).copied();
