@@ -1,10 +1,15 @@
-//! The rule pack: security rules as data, compiled once into one `RegexSet` per language.
+//! The rule pack: security rules as data, each pattern compiled into its own small regex.
 //!
-//! A scan runs the language's set over the comment-masked text (and a second set over the raw
-//! text for rules that target it) in one pass; only the patterns that matched then run again to
-//! find positions. Rust's `regex` is linear-time, so no rule or input can make a scan blow up.
+//! A scan first reads the comment-masked text (and the raw text, for rules that target it)
+//! once with the language's literal prefilter ([`prefilter`]): one Aho-Corasick automaton over
+//! the literals that every match of each pattern must contain. Only the patterns whose literals
+//! occur then run, to find positions. The cost does not depend on warm-up and no matcher keeps
+//! a large cache (issue 5). Rust's `regex` and Aho-Corasick are linear-time, so no rule or
+//! input can make a scan blow up.
 
+mod ascii;
 mod builtin;
+mod prefilter;
 mod spec;
 
 pub use builtin::{builtin_prompt_specs, builtin_specs, load_rule_dir, parse_rule_file};
@@ -12,7 +17,8 @@ pub use spec::{Examples, Mode, RuleError, RuleFile, RuleSpec, Severity, Target};
 
 use crate::lang::Language;
 use crate::lexer::{Lexed, lex};
-use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use prefilter::{Literals, Need, Prefilter};
+use regex::{Regex, RegexBuilder};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -21,18 +27,45 @@ use std::sync::{Arc, OnceLock};
 pub const MAX_HITS: usize = 256;
 const SIZE_LIMIT: usize = 64 << 20;
 
-/// A pattern whose syntax is checked at once and whose matcher is built on first use
-/// (building every matcher of a large pack up front costs seconds; most scans need few).
+/// A pattern whose syntax is checked, and whose literal condition and ASCII twin are derived,
+/// at once; its matchers are built on first use (building every matcher of a large pack up
+/// front costs seconds; most scans need few).
 #[derive(Debug)]
 struct LazyRegex {
     src: String,
+    /// What any match must contain (from the same parse the regex is built from).
+    need: Need,
     re: OnceLock<Option<Regex>>,
+    /// The pattern for ASCII subjects ([`ascii`]): same matches there, a far smaller automaton.
+    twin_src: String,
+    twin: OnceLock<Option<Regex>>,
 }
 
 impl LazyRegex {
     fn new(src: &str) -> Result<LazyRegex, String> {
-        regex_syntax::ParserBuilder::new().multi_line(true).build().parse(src).map_err(|e| e.to_string())?;
-        Ok(LazyRegex { src: src.to_string(), re: OnceLock::new() })
+        let hir = regex_syntax::ParserBuilder::new().multi_line(true).build().parse(src).map_err(|e| e.to_string())?;
+        Ok(LazyRegex {
+            src: src.to_string(),
+            need: Need::of(&hir),
+            re: OnceLock::new(),
+            twin_src: ascii::twin_pattern(&hir),
+            twin: OnceLock::new(),
+        })
+    }
+
+    /// The matcher for a subject: the ASCII twin if the subject is ASCII (and the twin builds,
+    /// which it always should), else the pattern itself.
+    fn matcher(&self, ascii: bool) -> Option<&Regex> {
+        let twin = || {
+            self.twin
+                .get_or_init(|| {
+                    build_regex(&self.twin_src)
+                        .map_err(|e| tracing::warn!(pattern = %self.src, error = %e, "ascii twin failed to build"))
+                        .ok()
+                })
+                .as_ref()
+        };
+        if ascii { twin().or_else(|| self.get()) } else { self.get() }
     }
 
     fn get(&self) -> Option<&Regex> {
@@ -69,44 +102,19 @@ pub struct Hit {
     pub end: u32,
 }
 
-#[derive(Debug, Default)]
-struct SetIndex {
-    patterns: Vec<String>,
-    /// Built on first use; `None` if empty or if it failed to build.
-    set: OnceLock<Option<RegexSet>>,
-    /// For each pattern of the set: (rule index, pattern index within the rule).
-    owners: Vec<(u32, u32)>,
-}
-
-impl SetIndex {
-    fn get(&self) -> Option<&RegexSet> {
-        self.set
-            .get_or_init(|| {
-                if self.patterns.is_empty() {
-                    return None;
-                }
-                RegexSetBuilder::new(&self.patterns)
-                    .multi_line(true)
-                    .size_limit(SIZE_LIMIT)
-                    .dfa_size_limit(SIZE_LIMIT)
-                    .build()
-                    .map_err(|e| tracing::error!(error = %e, "rule set failed to build; its rules never match"))
-                    .ok()
-            })
-            .as_ref()
-    }
-}
-
+/// A language's prefilters: one over the patterns of masked-text rules, one for raw-text rules.
 #[derive(Debug, Default)]
 struct LangIndex {
-    masked: SetIndex,
-    raw: SetIndex,
+    masked: Prefilter,
+    raw: Prefilter,
 }
 
 /// A compiled, immutable rule pack. Changing rules means building a new pack.
 #[derive(Debug)]
 pub struct RulePack {
     rules: Vec<CompiledRule>,
+    /// The literals of every pattern, in one automaton.
+    literals: Literals,
     /// Index per language; `None` is text of unknown language (only `*` rules).
     by_lang: BTreeMap<Option<Language>, LangIndex>,
 }
@@ -181,9 +189,10 @@ impl CompiledRule {
     pub fn hits_in(&self, text: &str, lang: Option<Language>) -> Vec<(usize, usize)> {
         let lexed = lex(text, lang);
         let subject = self.subject(&lexed);
+        let ascii = subject.is_ascii();
         let mut out = Vec::new();
         for p in 0..self.patterns.len() {
-            self.pattern_hits(p, subject, &mut |s, e| out.push((s, e)));
+            self.pattern_hits(p, subject, ascii, &mut |s, e| out.push((s, e)));
         }
         out
     }
@@ -195,8 +204,10 @@ impl CompiledRule {
         }
     }
 
-    fn pattern_hits(&self, p: usize, subject: &str, f: &mut dyn FnMut(usize, usize)) {
-        let Some(re) = self.patterns.get(p).and_then(LazyRegex::get) else {
+    /// Hits of pattern `p` in `subject`; `ascii` tells that the subject is ASCII, so that the
+    /// patterns' ASCII twins may run.
+    fn pattern_hits(&self, p: usize, subject: &str, ascii: bool, f: &mut dyn FnMut(usize, usize)) {
+        let Some(re) = self.patterns.get(p).and_then(|r| r.matcher(ascii)) else {
             return;
         };
         for m in re.find_iter(subject) {
@@ -207,7 +218,7 @@ impl CompiledRule {
                 let ls = subject[..m.start()].rfind('\n').map_or(0, |i| i + 1);
                 let le = subject[m.end()..].find('\n').map_or(subject.len(), |i| m.end() + i);
                 let region = &subject[ls..le];
-                if self.unless.iter().filter_map(LazyRegex::get).any(|u| u.is_match(region)) {
+                if self.unless.iter().filter_map(|u| u.matcher(ascii)).any(|u| u.is_match(region)) {
                     continue;
                 }
             }
@@ -217,10 +228,11 @@ impl CompiledRule {
 }
 
 impl RulePack {
-    /// Builds a pack from compiled rules. Later rules with the same id replace earlier ones.
+    /// Builds a pack from compiled rules, with its literal prefilter. Later rules with the same
+    /// id replace earlier ones.
     ///
     /// # Errors
-    /// A language's combined pattern set exceeds the regex size limit.
+    /// None today; kept for packs that may refuse a combination of rules.
     pub fn new(rules: Vec<CompiledRule>) -> Result<RulePack, RuleError> {
         let mut dedup: Vec<CompiledRule> = Vec::with_capacity(rules.len());
         for r in rules {
@@ -230,31 +242,28 @@ impl RulePack {
                 dedup.push(r);
             }
         }
+        let mut literals = Literals::default();
+        let conditions: Vec<Vec<_>> =
+            dedup.iter().map(|r| r.patterns.iter().map(|p| literals.condition(&p.need)).collect()).collect();
         let mut keys: Vec<Option<Language>> = Language::ALL.iter().copied().map(Some).collect();
         keys.push(None);
         let mut by_lang = BTreeMap::new();
         for key in keys {
-            let mut masked = (Vec::new(), Vec::new());
-            let mut raw = (Vec::new(), Vec::new());
-            for (ri, r) in dedup.iter().enumerate() {
-                if !r.spec.applies_to(key) {
-                    continue;
-                }
-                let dst = match r.spec.target {
-                    Target::Masked => &mut masked,
-                    Target::Raw => &mut raw,
-                };
-                for (pi, p) in r.spec.patterns.iter().enumerate() {
-                    dst.0.push(p.as_str());
-                    dst.1.push((ri as u32, pi as u32));
-                }
-            }
-            let mk = |(pats, owners): (Vec<&str>, Vec<(u32, u32)>)| -> Result<SetIndex, RuleError> {
-                Ok(SetIndex { patterns: pats.into_iter().map(String::from).collect(), set: OnceLock::new(), owners })
+            let index = |target: Target| {
+                Prefilter::new(
+                    dedup
+                        .iter()
+                        .zip(&conditions)
+                        .enumerate()
+                        .filter(|(_, (r, _))| r.spec.target == target && r.spec.applies_to(key))
+                        .flat_map(|(ri, (_, conds))| {
+                            conds.iter().enumerate().map(move |(pi, c)| (ri as u32, pi as u32, c.clone()))
+                        }),
+                )
             };
-            by_lang.insert(key, LangIndex { masked: mk(masked)?, raw: mk(raw)? });
+            by_lang.insert(key, LangIndex { masked: index(Target::Masked), raw: index(Target::Raw) });
         }
-        Ok(RulePack { rules: dedup, by_lang })
+        Ok(RulePack { rules: dedup, literals: literals.build(), by_lang })
     }
 
     /// The built-in pack (data/rules/ compiled into the binary).
@@ -280,13 +289,10 @@ impl RulePack {
     /// Builds every language's matchers now (a server does this at start, off the request
     /// path, so no request pays for it).
     pub fn warm_up(&self) {
-        for idx in self.by_lang.values() {
-            let _ = idx.masked.get();
-            let _ = idx.raw.get();
-        }
         for r in &self.rules {
             for p in r.patterns.iter().chain(&r.unless) {
-                let _ = p.get();
+                let _ = p.matcher(false);
+                let _ = p.matcher(true);
             }
         }
     }
@@ -310,21 +316,31 @@ impl RulePack {
         let Some(idx) = self.by_lang.get(&lang) else {
             return hits;
         };
-        for (si, subject) in [(&idx.masked, &*lexed.masked), (&idx.raw, lexed.text)] {
-            let Some(set) = si.get() else { continue };
-            for m in set.matches(subject).iter() {
-                let Some(&(ri, pi)) = si.owners.get(m) else { continue };
-                let Some(rule) = self.rules.get(ri as usize) else { continue };
-                rule.pattern_hits(pi as usize, subject, &mut |s, e| {
+        // Without comments the masked text is the raw text: one read of it serves both.
+        let masked_seen = self.literals.scan(&lexed.masked);
+        let raw_seen = (*lexed.masked != *lexed.text).then(|| self.literals.scan(lexed.text));
+        for (prefilter, subject, seen) in [
+            (&idx.masked, &*lexed.masked, &masked_seen),
+            (&idx.raw, lexed.text, raw_seen.as_ref().unwrap_or(&masked_seen)),
+        ] {
+            let ascii = subject.is_ascii();
+            prefilter.candidates(seen, |ri, pi| {
+                let Some(rule) = self.rules.get(ri as usize) else { return };
+                rule.pattern_hits(pi as usize, subject, ascii, &mut |s, e| {
                     hits.push(Hit { rule: ri, start: s as u32, end: e as u32 });
                 });
-            }
+            });
         }
-        hits.sort_by_key(|h| (h.start, h.rule, h.end));
-        hits.dedup_by_key(|h| (h.rule, h.start));
-        hits.truncate(MAX_HITS);
-        hits
+        ordered(hits)
     }
+}
+
+/// Hits by position, one per rule and start (the shortest), at most [`MAX_HITS`].
+fn ordered(mut hits: Vec<Hit>) -> Vec<Hit> {
+    hits.sort_by_key(|h| (h.start, h.rule, h.end));
+    hits.dedup_by_key(|h| (h.rule, h.start));
+    hits.truncate(MAX_HITS);
+    hits
 }
 
 /// Maps byte offsets to 1-based lines and columns counted in Unicode scalar values.

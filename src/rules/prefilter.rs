@@ -1,0 +1,475 @@
+//! The literal prefilter (issue 5): which literals every match of a pattern must contain, and
+//! one Aho-Corasick automaton per language and subject over all of them, so that a scan reads
+//! the text once and then runs only the patterns whose literals occur.
+//!
+//! It replaces one `RegexSet` per language, whose lazy DFA had to be determinized anew for
+//! every text it had not seen (10 to 60 ms per new request body) and kept up to 64 MiB of
+//! cache per set and thread. An automaton over literals costs the same on new and repeated
+//! text, holds no per-thread state, and each pattern's own regex is small.
+//!
+//! A literal condition is necessary, never sufficient: a pattern whose condition holds still
+//! runs its own regex, so the hits are exactly those of running every pattern
+//! (tests/rules_golden.rs). The analysis follows the "required factors" idea of trigram
+//! indexes (Russ Cox, "Regular Expression Matching with a Trigram Index", 2012) on exact
+//! literal sets instead of trigrams.
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind};
+use regex_syntax::hir::{Class, Hir, HirKind, Repetition};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A literal, folded: ASCII-lowercased, with the two non-ASCII letters that Unicode case
+/// folding puts in `(?i)` classes of ASCII letters (`ſ` U+017F for `s`, `K` U+212A for `k`)
+/// written as those letters. Texts are folded the same way before the automaton, which matches
+/// ASCII-case-insensitively. Folding maps each character on its own, so a text that contains a
+/// string contains its folded form after folding: the condition stays necessary, and `(?i)`
+/// needs no expansion into every case combination.
+type Lit = Vec<u8>;
+type LitSet = BTreeSet<Lit>;
+
+/// Largest exact set kept for a sub-expression (beyond it, only its clauses are kept).
+const MAX_EXACT: usize = 64;
+/// Largest class expanded into single-character literals.
+const MAX_CLASS: u32 = 16;
+/// Largest alternative set of one clause.
+const MAX_CLAUSE: usize = 256;
+/// Clauses kept per sub-expression and per pattern (the most selective ones).
+const MAX_CLAUSES: usize = 3;
+/// A clause whose shortest literal is shorter than this is dropped at the top: one byte such
+/// as `(` is in nearly every text and would only slow the automaton down.
+const MIN_LIT: usize = 2;
+
+/// A necessary condition for a pattern to match: every clause has one of its literals in the
+/// text. No clauses: the pattern runs on every text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Need {
+    clauses: Vec<Vec<Lit>>,
+}
+
+impl Need {
+    /// The condition of a pattern, from its HIR (parsed with the flags the regex is built with).
+    pub(crate) fn of(hir: &Hir) -> Need {
+        let mut clauses = info(hir).into_clauses();
+        clauses.retain(|c| c.iter().all(|l| l.len() >= MIN_LIT));
+        prune(&mut clauses);
+        Need { clauses: clauses.into_iter().map(|c| c.into_iter().collect()).collect() }
+    }
+
+    /// Whether the pattern runs on every text.
+    #[cfg(test)]
+    pub(crate) fn is_always(&self) -> bool {
+        self.clauses.is_empty()
+    }
+}
+
+/// What the analysis knows of a sub-expression.
+#[derive(Debug, Default)]
+struct Info {
+    /// Every string it can match, when they are few.
+    exact: Option<LitSet>,
+    /// Each clause: a set of literals one of which every match contains. Never holds an
+    /// empty set nor the empty literal. Unused when `exact` is known.
+    clauses: Vec<LitSet>,
+}
+
+impl Info {
+    fn exact(set: LitSet) -> Info {
+        Info { exact: Some(set), clauses: Vec::new() }
+    }
+
+    fn into_clauses(self) -> Vec<LitSet> {
+        match self.exact {
+            Some(e) => usable(e).into_iter().collect(),
+            None => self.clauses,
+        }
+    }
+}
+
+/// `ſ` and `K` in UTF-8; in valid UTF-8 these byte strings are always those characters.
+const LONG_S: &[u8] = "\u{17f}".as_bytes();
+const KELVIN: &[u8] = "\u{212a}".as_bytes();
+
+/// The folded form of a literal (see [`Lit`]).
+fn fold(bytes: &[u8]) -> Lit {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i..].starts_with(LONG_S) {
+            out.push(b's');
+            i += LONG_S.len();
+        } else if bytes[i..].starts_with(KELVIN) {
+            out.push(b'k');
+            i += KELVIN.len();
+        } else {
+            out.push(bytes[i].to_ascii_lowercase());
+            i += 1;
+        }
+    }
+    out
+}
+
+/// A text with `ſ` and `K` folded (ASCII case is left to the automaton).
+fn fold_text(text: &str) -> Cow<'_, str> {
+    if text.is_ascii() || !text.contains(['\u{17f}', '\u{212a}']) {
+        Cow::Borrowed(text)
+    } else {
+        Cow::Owned(text.replace('\u{17f}', "s").replace('\u{212a}', "k"))
+    }
+}
+
+fn empty() -> LitSet {
+    LitSet::from([Lit::new()])
+}
+
+/// A set as a clause, if it requires something (no empty literal) and is not too wide.
+fn usable(set: LitSet) -> Option<LitSet> {
+    (!set.is_empty() && !set.contains(&Lit::new()) && set.len() <= MAX_CLAUSE).then_some(set)
+}
+
+/// Selectivity, higher is better: the shortest literal first, then fewer alternatives.
+fn score(c: &LitSet) -> (usize, std::cmp::Reverse<usize>) {
+    (c.iter().map(Vec::len).min().unwrap_or(0), std::cmp::Reverse(c.len()))
+}
+
+/// Keeps the most selective clauses, without duplicates.
+fn prune(clauses: &mut Vec<LitSet>) {
+    clauses.sort_by(|a, b| score(b).cmp(&score(a)).then_with(|| a.cmp(b)));
+    clauses.dedup();
+    clauses.truncate(MAX_CLAUSES);
+}
+
+/// Every concatenation of a string of `a` and one of `b`, if there are few.
+fn cross(a: &LitSet, b: &LitSet) -> Option<LitSet> {
+    if a.len().saturating_mul(b.len()) > MAX_EXACT {
+        return None;
+    }
+    Some(a.iter().flat_map(|x| b.iter().map(move |y| [x.as_slice(), y].concat())).collect())
+}
+
+fn info(h: &Hir) -> Info {
+    match h.kind() {
+        HirKind::Empty | HirKind::Look(_) => Info::exact(empty()),
+        HirKind::Literal(l) => Info::exact(LitSet::from([fold(&l.0)])),
+        HirKind::Class(c) => Info { exact: class(c), clauses: Vec::new() },
+        HirKind::Capture(c) => info(&c.sub),
+        HirKind::Repetition(r) => repetition(r),
+        HirKind::Concat(hs) => concat(hs),
+        HirKind::Alternation(hs) => alternation(hs),
+    }
+}
+
+/// A small class as its members (UTF-8 encoded, ASCII-lowercased).
+fn class(c: &Class) -> Option<LitSet> {
+    match c {
+        Class::Unicode(u) => {
+            let n: u32 = u.iter().map(|r| u32::from(r.end()) - u32::from(r.start()) + 1).sum();
+            (n <= MAX_CLASS).then(|| {
+                u.iter()
+                    .flat_map(|r| (u32::from(r.start())..=u32::from(r.end())).filter_map(char::from_u32))
+                    .map(|ch| fold(ch.to_string().as_bytes()))
+                    .collect()
+            })
+        }
+        Class::Bytes(b) => {
+            let n: u32 = b.iter().map(|r| u32::from(r.end()) - u32::from(r.start()) + 1).sum();
+            (n <= MAX_CLASS).then(|| b.iter().flat_map(|r| r.start()..=r.end()).map(|x| fold(&[x])).collect())
+        }
+    }
+}
+
+fn repetition(r: &Repetition) -> Info {
+    let sub = info(&r.sub);
+    if r.max == Some(0) {
+        return Info::exact(empty());
+    }
+    if let (Some(e), Some(max)) = (&sub.exact, r.max) {
+        // Bounded and small, such as `[rb]?` or `-{1,2}`: every repetition count.
+        let mut all = if r.min == 0 { empty() } else { LitSet::new() };
+        let mut power = Some(empty());
+        for k in 1..=max.min(8) {
+            power = power.and_then(|p| cross(&p, e));
+            match &power {
+                Some(p) if k >= r.min => all.extend(p.iter().cloned()),
+                Some(_) => {}
+                None => break,
+            }
+        }
+        if power.is_some() && max <= 8 && all.len() <= MAX_EXACT {
+            return Info::exact(all);
+        }
+    }
+    if r.min == 0 {
+        return Info::default();
+    }
+    // At least one copy of the sub-expression is in every match.
+    Info { exact: None, clauses: sub.into_clauses() }
+}
+
+fn concat(hs: &[Hir]) -> Info {
+    let mut clauses = Vec::new();
+    // The exact strings of the current run of exact children, glued together.
+    let mut run = empty();
+    let mut all_exact = true;
+    for h in hs {
+        let i = info(h);
+        match i.exact {
+            Some(e) => match cross(&run, &e) {
+                Some(x) => run = x,
+                None => {
+                    clauses.extend(usable(std::mem::replace(&mut run, e)));
+                    all_exact = false;
+                }
+            },
+            None => {
+                clauses.extend(usable(std::mem::replace(&mut run, empty())));
+                clauses.extend(i.clauses);
+                all_exact = false;
+            }
+        }
+    }
+    if all_exact {
+        return Info::exact(run);
+    }
+    clauses.extend(usable(run));
+    prune(&mut clauses);
+    Info { exact: None, clauses }
+}
+
+fn alternation(hs: &[Hir]) -> Info {
+    let infos: Vec<Info> = hs.iter().map(info).collect();
+    if infos.iter().all(|i| i.exact.is_some()) {
+        let union: LitSet = infos.iter().filter_map(|i| i.exact.as_ref()).flatten().cloned().collect();
+        if union.len() <= MAX_EXACT {
+            return Info::exact(union);
+        }
+    }
+    // One branch matches: the union of each branch's best clause is required.
+    let mut union = LitSet::new();
+    for i in infos {
+        let mut cs = i.into_clauses();
+        prune(&mut cs);
+        let Some(best) = cs.into_iter().next() else {
+            return Info::default();
+        };
+        union.extend(best);
+    }
+    Info { exact: None, clauses: usable(union).into_iter().collect() }
+}
+
+/// Every literal of a pack, interned, and then one automaton over all of them: a scan reads a
+/// text once whatever its language (one automaton for the pack is smaller than one per
+/// language, and scans the masked and raw text alike).
+#[derive(Debug, Default)]
+pub(crate) struct Literals {
+    ids: BTreeMap<Lit, u32>,
+    /// `None` when the pack has no literal (or, never seen, when the automaton fails to build:
+    /// then every pattern runs).
+    ac: Option<AhoCorasick>,
+    count: usize,
+}
+
+/// A pattern's condition as literal ids of its pack's [`Literals`] (no clauses: always run).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Condition(Box<[Box<[u32]>]>);
+
+/// Which literals of a pack occur in a text.
+#[derive(Debug)]
+pub(crate) struct Seen {
+    bits: Vec<u64>,
+    /// No automaton: every condition holds.
+    all: bool,
+}
+
+impl Literals {
+    /// Interns a pattern's literals.
+    pub(crate) fn condition(&mut self, need: &Need) -> Condition {
+        let mut id = |l: &Lit| {
+            let next = self.ids.len() as u32;
+            *self.ids.entry(l.clone()).or_insert(next)
+        };
+        Condition(need.clauses.iter().map(|c| c.iter().map(&mut id).collect()).collect())
+    }
+
+    /// Builds the automaton over every literal interned so far.
+    pub(crate) fn build(mut self) -> Literals {
+        let mut lits: Vec<&[u8]> = vec![&[]; self.ids.len()];
+        for (l, id) in &self.ids {
+            lits[*id as usize] = l;
+        }
+        self.count = lits.len();
+        self.ac = (!lits.is_empty())
+            .then(|| {
+                AhoCorasick::builder()
+                    .kind(Some(AhoCorasickKind::DFA))
+                    .ascii_case_insensitive(true)
+                    .build(&lits)
+                    .map_err(|e| tracing::error!(error = %e, "literal prefilter failed to build; every rule runs"))
+                    .ok()
+            })
+            .flatten();
+        self.ids = BTreeMap::new();
+        self
+    }
+
+    /// The literals that occur in `text`.
+    pub(crate) fn scan(&self, text: &str) -> Seen {
+        let mut seen = Seen { bits: vec![0; self.count.div_ceil(64)], all: self.ac.is_none() };
+        if let Some(ac) = &self.ac {
+            for m in ac.find_overlapping_iter(&*fold_text(text)) {
+                let i = m.pattern().as_usize();
+                seen.bits[i / 64] |= 1 << (i % 64);
+            }
+        }
+        seen
+    }
+}
+
+impl Seen {
+    fn has(&self, id: u32) -> bool {
+        self.all || self.bits.get(id as usize / 64).is_some_and(|w| w & (1 << (id % 64)) != 0)
+    }
+
+    fn holds(&self, c: &Condition) -> bool {
+        c.0.iter().all(|clause| clause.iter().any(|l| self.has(*l)))
+    }
+}
+
+/// The patterns of one language and subject (masked or raw text), with their conditions.
+#[derive(Debug, Default)]
+pub(crate) struct Prefilter {
+    /// (rule, pattern within the rule, condition), in rule order.
+    entries: Vec<(u32, u32, Condition)>,
+}
+
+impl Prefilter {
+    pub(crate) fn new(entries: impl IntoIterator<Item = (u32, u32, Condition)>) -> Prefilter {
+        Prefilter { entries: entries.into_iter().collect() }
+    }
+
+    /// Calls `f(rule, pattern)` for every pattern whose condition holds, in rule order.
+    pub(crate) fn candidates(&self, seen: &Seen, mut f: impl FnMut(u32, u32)) {
+        for (rule, pattern, cond) in &self.entries {
+            if seen.holds(cond) {
+                f(*rule, *pattern);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lang::Language;
+    use crate::lexer::{Lexed, lex};
+    use crate::rules::{Hit, LazyRegex, RulePack, ordered};
+
+    fn need(p: &str) -> Vec<Vec<String>> {
+        let hir = regex_syntax::ParserBuilder::new().multi_line(true).build().parse(p).expect("parses");
+        Need::of(&hir)
+            .clauses
+            .into_iter()
+            .map(|c| c.into_iter().map(|l| String::from_utf8(l).expect("utf-8")).collect())
+            .collect()
+    }
+
+    #[test]
+    fn literals_concatenate_and_fold_case() {
+        assert_eq!(need(r"os\.system\("), [["os.system("]]);
+        assert_eq!(need(r"(?i)\bselect\b"), [["select"]], "ſ (U+017F) is folded to s");
+        assert_eq!(need(r"(?i)kEy|\u{212a}i"), [["key", "ki"]], "K (U+212A) is folded to k");
+        assert_eq!(fold_text("ſe\u{212a}ect ſ"), "sekect s");
+        assert_eq!(need(r#"\b[rb]?f""#), [["bf\"", "f\"", "rf\""]]);
+        assert_eq!(need(r"-{1,2}insecure"), [["--insecure", "-insecure"]]);
+    }
+
+    #[test]
+    fn every_branch_contributes_and_optional_parts_require_nothing() {
+        assert_eq!(need(r"(?:eval|exec)\(\s*\w+"), [["eval(", "exec("]]);
+        assert_eq!(need(r"\w+\.(?:md5|sha1)\(\s*request"), [vec!["request"], vec![".md5(", ".sha1("]]);
+        assert!(need(r"(?:md5|\w+)\(").is_empty());
+        assert!(need(r"(?:password)?\w+").is_empty());
+        assert!(need(r"\w+=\d+").is_empty(), "one-byte literals are no filter");
+        assert_eq!(need(r"(?:token\s*)+="), [["token"]]);
+    }
+
+    #[test]
+    fn a_pattern_runs_only_when_each_clause_has_a_literal_in_the_text() {
+        let hir = |p: &str| regex_syntax::ParserBuilder::new().build().parse(p).expect("parses");
+        let needs = [Need::of(&hir(r"md5\(.*request")), Need::of(&hir(r"\w+")), Need::of(&hir(r"(?i)SELECT"))];
+        let mut lits = Literals::default();
+        let conds: Vec<Condition> = needs.iter().map(|n| lits.condition(n)).collect();
+        let lits = lits.build();
+        let pf = Prefilter::new(conds.into_iter().enumerate().map(|(i, c)| (i as u32, 0, c)));
+        let run = |t: &str| {
+            let mut v = Vec::new();
+            pf.candidates(&lits.scan(t), |r, _| v.push(r));
+            v
+        };
+        assert_eq!(run("md5(x)"), [1]);
+        assert_eq!(run("MD5(request) select"), [0, 1, 2]);
+        assert_eq!(run("ſelect"), [1, 2]);
+    }
+
+    /// The reference: every applicable pattern of the pack run on the text, no prefilter, and
+    /// no ASCII twins.
+    fn scan_everything(pack: &RulePack, lexed: &Lexed<'_>, lang: Option<Language>) -> Vec<Hit> {
+        let mut hits = Vec::new();
+        for (ri, r) in pack.rules.iter().enumerate() {
+            if !r.spec.applies_to(lang) {
+                continue;
+            }
+            let subject = r.subject(lexed);
+            for pi in 0..r.patterns.len() {
+                r.pattern_hits(pi, subject, false, &mut |s, e| {
+                    hits.push(Hit { rule: ri as u32, start: s as u32, end: e as u32 });
+                });
+            }
+        }
+        ordered(hits)
+    }
+
+    #[test]
+    fn the_prefilter_keeps_every_hit_of_the_corpus_and_the_rule_examples() {
+        let pack = RulePack::builtin().expect("built-in rules");
+        let corpus = crate::corpus::load_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/corpus"))
+            .expect("corpus");
+        let mut inputs: Vec<(Option<Language>, String)> = corpus.into_iter().map(|s| (s.lang(), s.code)).collect();
+        for r in &pack.rules {
+            for ex in r.spec.examples.insecure.iter().chain(&r.spec.examples.secure) {
+                let lang = r.spec.example_language();
+                inputs.push((lang, ex.clone()));
+                inputs.push((lang, ex.to_ascii_uppercase()));
+                inputs.push((lang, ex.replace('s', "ſ").replace('k', "\u{212a}")));
+                inputs.push((None, ex.clone()));
+            }
+        }
+        let (mut differ, mut total) = (Vec::new(), 0);
+        for (lang, text) in &inputs {
+            let lexed = lex(text, *lang);
+            let want = scan_everything(&pack, &lexed, *lang);
+            total += want.len();
+            if pack.scan(&lexed, *lang) != want {
+                differ.push(format!("{lang:?}: {text:?}"));
+            }
+        }
+        assert!(total > 3000, "the inputs exercise the rules ({total} hits)");
+        assert!(differ.is_empty(), "{} inputs differ:\n{}", differ.len(), differ.join("\n"));
+    }
+
+    #[test]
+    fn nearly_every_built_in_pattern_has_a_literal_condition() {
+        let pack = RulePack::builtin().expect("built-in rules");
+        let patterns: Vec<&LazyRegex> = pack.rules.iter().flat_map(|r| &r.patterns).collect();
+        let always: Vec<&str> = patterns.iter().filter(|p| p.need.is_always()).map(|p| p.src.as_str()).collect();
+        let rules_always = pack.rules.iter().filter(|r| r.patterns.iter().any(|p| p.need.is_always())).count();
+        eprintln!(
+            "{} rules, {} patterns; {} patterns ({} rules) run on every text:\n{}",
+            pack.rules.len(),
+            patterns.len(),
+            always.len(),
+            rules_always,
+            always.join("\n")
+        );
+        assert!(always.len() * 50 <= patterns.len(), "{} of {} patterns have no literal", always.len(), patterns.len());
+    }
+}
