@@ -18,7 +18,7 @@ use guardrank::store::sqlite::SqliteStore;
 use guardrank::store::{Durability, GroupOutcome, KeyRecord, ModelRecord, SnapshotInfo, Store, StoreError, WriteBatch};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use std::any::Any;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -135,6 +135,9 @@ macro_rules! conformance_suite {
             suite_case!($make, store, duplicate_impressions_are_stored_once);
             suite_case!($make, store, unknown_request_rejects_its_whole_group_only);
             suite_case!($make, store, unknown_candidate_rejects_its_whole_group_only);
+            suite_case!($make, store, feedback_joins_the_stored_impression_when_a_batch_sends_it_again);
+            suite_case!($make, store, a_rejected_group_leaves_its_keys_to_later_groups_of_the_batch);
+            suite_case!($make, store, a_batch_past_every_statement_limit_commits_as_event_by_event_would);
             suite_case!($make, store, seqs_increase_and_read_events_pages_by_after_and_limit);
             suite_case!($make, store, events_carry_the_time_of_their_batch);
             suite_case!($make, store, append_refuses_impressions_and_feedback);
@@ -369,6 +372,149 @@ async fn unknown_candidate_rejects_its_whole_group_only(store: Arc<dyn Store>) {
     let logged: Vec<(&str, &str)> =
         feedback_of(&events).iter().map(|f| (f.request_id.as_str(), f.candidate_id.as_str())).collect();
     assert_eq!(logged, vec![("r-0", "c-2"), ("r-1", "c-1")]);
+}
+
+async fn feedback_joins_the_stored_impression_when_a_batch_sends_it_again(store: Arc<dyn Store>) {
+    let stored = impression("r-1", "u-1", &["c-1", "c-2"]);
+    commit(&store, batch(1_000, vec![stored.clone()], vec![])).await;
+    // Sent again (a retry) with other contents, in a batch whose feedback refers to it: the stored
+    // one stays and is the one joined. Likewise for a request sent twice within one batch.
+    let mut again = impression("r-1", "u-2", &["c-1", "c-2"]);
+    again.model_version = "other".into();
+    again.candidates[1].risk = 0.99;
+    let first = impression("r-2", "u-1", &["c-1"]);
+    let mut second = first.clone();
+    second.model_version = "other".into();
+    let (f1, f2) = (fb("r-1", "c-2", Outcome::Rejected), fb("r-2", "c-1", Outcome::Accepted));
+    let out =
+        commit(&store, batch(2_000, vec![again, first.clone(), second], vec![vec![f1.clone(), f2.clone()]])).await;
+    assert_eq!(out, vec![recorded(2, 0)]);
+
+    let events = all_events(&store).await;
+    assert_eq!(impressions_of(&events), vec![&stored, &first]);
+    assert_eq!(feedback_of(&events), vec![&joined(&stored, &f1), &joined(&first, &f2)]);
+}
+
+async fn a_rejected_group_leaves_its_keys_to_later_groups_of_the_batch(store: Arc<dyn Store>) {
+    let imp = impression("r-1", "u-1", &["c-1", "c-2"]);
+    let a = fb("r-1", "c-1", Outcome::Accepted);
+    let b = fb("r-1", "c-2", Outcome::Rejected);
+    let groups = vec![
+        vec![a.clone(), fb("r-1", "c-9", Outcome::Accepted)],
+        vec![],
+        vec![a.clone()],
+        vec![a.clone(), b.clone(), b.clone()],
+        vec![b.clone(), fb("r-ghost", "c-1", Outcome::Accepted)],
+    ];
+    let out = commit(&store, batch(1_000, vec![imp.clone()], groups)).await;
+    assert_eq!(
+        out,
+        vec![
+            GroupOutcome::UnknownCandidate { index: 1, request_id: "r-1".into(), candidate_id: "c-9".into() },
+            recorded(0, 0),
+            recorded(1, 0),
+            recorded(1, 2),
+            GroupOutcome::UnknownRequest { index: 1, request_id: "r-ghost".into() },
+        ]
+    );
+    let events = all_events(&store).await;
+    assert_eq!(feedback_of(&events), vec![&joined(&imp, &a), &joined(&imp, &b)]);
+}
+
+/// One batch larger than any statement a backend may use for it (tens of thousands of
+/// impressions and request ids, thousands of feedback events and keys, with stored and
+/// repeated keys and a rejected group among them) gets the outcomes, log and seqs of a plain
+/// model that checks and writes it event by event.
+async fn a_batch_past_every_statement_limit_commits_as_event_by_event_would(store: Arc<dyn Store>) {
+    const STORED: usize = 2_100;
+    const NEW: usize = 30_050;
+    const GROUPS: usize = 170;
+    const OUTCOMES: [Outcome; 4] =
+        [Outcome::Accepted, Outcome::Rejected, Outcome::ReportedInsecure, Outcome::ReportedSafe];
+    let cands = ["c-1", "c-2", "c-3", "c-4"];
+    let stored: Vec<Impression> =
+        (0..STORED).map(|i| impression(&format!("s-{i}"), &format!("u-{}", i % 97), &cands)).collect();
+    let early: Vec<FeedbackIn> =
+        (0..STORED).step_by(21).map(|i| fb(&format!("s-{i}"), "c-1", Outcome::Accepted)).collect();
+    let out = commit(&store, batch(1_000, stored.clone(), vec![early.clone()])).await;
+    assert_eq!(out, vec![recorded(early.len() as u32, 0)]);
+    let before = store.last_seq().await.expect("last seq");
+
+    // New impressions (one sent twice, one a stored request again), then groups of 50 events on
+    // stored and new impressions: some keys stored, some repeated, one group rejected midway.
+    let mut impressions: Vec<Impression> =
+        (0..NEW).map(|i| impression(&format!("n-{i}"), &format!("u-{}", i % 89), &cands[..1])).collect();
+    impressions.push(impressions[7].clone());
+    let mut resent = stored[5].clone();
+    resent.model_version = "other".into();
+    impressions.push(resent);
+    let mut groups: Vec<Vec<FeedbackIn>> = (0..GROUPS)
+        .map(|g| {
+            (0..50)
+                .map(|k| {
+                    let e = (g * 50 + k) * 7_919 % (STORED * 4);
+                    fb(&format!("s-{}", e % STORED), cands[e / STORED], OUTCOMES[(g + k) % 4 / 2 * 3 % 4])
+                })
+                .collect()
+        })
+        .collect();
+    groups[60][17] = fb("s-3", "c-9", Outcome::Accepted);
+    groups[61] = groups[40].clone();
+    groups.push((0..50).map(|i| fb(&format!("n-{}", NEW - 1 - i), "c-1", Outcome::Rejected)).collect());
+    groups.push(vec![fb("n-7", "c-1", Outcome::ReportedSafe), fb("s-5", "c-4", Outcome::ReportedSafe)]);
+
+    // The model.
+    let mut known: HashMap<&str, &Impression> = HashMap::new();
+    for imp in stored.iter().chain(&impressions) {
+        known.entry(imp.request_id.as_str()).or_insert(imp);
+    }
+    let mut keys: HashSet<(String, String, Outcome)> =
+        early.iter().map(|f| (f.request_id.clone(), f.candidate_id.clone(), f.outcome)).collect();
+    let (mut expected_out, mut expected_log) = (Vec::new(), Vec::new());
+    for group in &groups {
+        let rejected = group.iter().enumerate().find_map(|(index, f)| match known.get(f.request_id.as_str()) {
+            None => Some(GroupOutcome::UnknownRequest { index, request_id: f.request_id.clone() }),
+            Some(imp) if imp.candidate(&f.candidate_id).is_none() => Some(GroupOutcome::UnknownCandidate {
+                index,
+                request_id: f.request_id.clone(),
+                candidate_id: f.candidate_id.clone(),
+            }),
+            Some(_) => None,
+        });
+        if let Some(r) = rejected {
+            expected_out.push(r);
+            continue;
+        }
+        let (mut new, mut dup) = (0, 0);
+        for f in group {
+            if keys.insert((f.request_id.clone(), f.candidate_id.clone(), f.outcome)) {
+                new += 1;
+                expected_log.push(joined(known[f.request_id.as_str()], f));
+            } else {
+                dup += 1;
+            }
+        }
+        expected_out.push(recorded(new, dup));
+    }
+    assert!(expected_log.len() > 7_600, "enough new keys to need several statements: {}", expected_log.len());
+    assert!(expected_out.iter().any(|o| matches!(o, GroupOutcome::Recorded { duplicates, .. } if *duplicates > 0)));
+
+    let out = commit(&store, batch(2_000, impressions.clone(), groups)).await;
+    assert_eq!(out, expected_out);
+    let events = store.read_events(before, u32::MAX).await.expect("read");
+    assert!(events.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert!(events.iter().all(|e| e.at_ms == 2_000));
+    assert_eq!(store.last_seq().await.expect("last seq"), events[events.len() - 1].seq);
+    let expected_imps: Vec<&Impression> = impressions[..NEW].iter().collect();
+    assert_eq!(events.len(), NEW + expected_log.len());
+    assert_eq!(impressions_of(&events[..NEW]), expected_imps);
+    assert_eq!(feedback_of(&events[NEW..]), expected_log.iter().collect::<Vec<_>>());
+    // Everything is indexed: lookups, and keys that dedupe the next commit.
+    assert_eq!(store.impression(&format!("n-{}", NEW - 1)).await.expect("lookup"), Some(impressions[NEW - 1].clone()));
+    assert_eq!(store.impression("s-5").await.expect("lookup"), Some(stored[5].clone()));
+    let again: Vec<Vec<FeedbackIn>> =
+        vec![vec![fb("n-7", "c-1", Outcome::ReportedSafe), fb("s-5", "c-4", Outcome::ReportedSafe)]];
+    assert_eq!(commit(&store, batch(3_000, vec![], again)).await, vec![recorded(0, 2)]);
 }
 
 async fn seqs_increase_and_read_events_pages_by_after_and_limit(store: Arc<dyn Store>) {

@@ -139,14 +139,12 @@ async fn run(
         if groups.is_empty() && flushes.is_empty() && !due && open && impressions.len() < 4096 {
             continue;
         }
-        let batch = WriteBatch {
-            at_ms: now_ms(),
-            impressions: std::mem::take(&mut impressions),
-            feedback: groups.iter().map(|(e, _)| e.clone()).collect(),
-        };
+        // The groups move into the batch; their reply channels wait beside it, in the same order.
+        let (feedback, replies): (Vec<_>, Vec<_>) = groups.drain(..).unzip();
+        let batch = WriteBatch { at_ms: now_ms(), impressions: std::mem::take(&mut impressions), feedback };
         match store.commit(&batch).await {
             Ok(outcomes) => {
-                for ((_, tx), o) in groups.drain(..).zip(outcomes) {
+                for (tx, o) in replies.into_iter().zip(outcomes) {
                     let _ = tx.send(Ok(o));
                 }
                 deadline = None;
@@ -154,7 +152,7 @@ async fn run(
             }
             Err(e) => {
                 tracing::error!(error = %e, impressions = batch.impressions.len(), "commit failed");
-                for (_, tx) in groups.drain(..) {
+                for tx in replies {
                     let _ = tx.send(Err(e.to_string()));
                 }
                 // Keep the impressions for the next attempt, within a bound.

@@ -10,8 +10,9 @@ pub mod codec;
 pub mod postgres;
 pub mod sqlite;
 
-use crate::events::{Event, EventBody, FeedbackIn, Impression, ModelActivation, Scope};
+use crate::events::{CandidateRecord, Event, EventBody, FeedbackIn, Impression, ModelActivation, Outcome, Scope};
 use async_trait::async_trait;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 /// How hard a commit tries to survive failures.
@@ -210,4 +211,476 @@ pub async fn open(url: &str, durability: Durability) -> Result<std::sync::Arc<dy
     }
     let s = sqlite::SqliteStore::open(std::path::Path::new(url), durability).await?;
     Ok(std::sync::Arc::new(s))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The backend-independent half of `Store::commit`
+
+/// One [`Store::commit`] worked out in memory, so that a backend writes a batch of any size with
+/// a handful of statements instead of several per event (issue 5). Inside its write transaction
+/// a backend:
+///
+/// 1. loads every stored impression the batch names ([`CommitPlan::lookup_ids`]: its own
+///    impressions and the requests its feedback refers to) with one query, or one per chunk of
+///    ids, handing each row to [`CommitPlan::load`], which decodes it (once, as rows arrive);
+/// 2. calls [`CommitPlan::validate`], which finds the impressions new to the store and checks
+///    every group against the impressions;
+/// 3. looks up which idempotency keys of the valid groups ([`CommitPlan::keys`]) are stored,
+///    with one query or one per chunk, handing each hit to [`CommitPlan::mark_stored`], and
+///    meanwhile (the query runs on the database's side) has [`CommitPlan::encode`] encode
+///    the events;
+/// 4. writes the [`Appends`] of [`CommitPlan::settle`] with multi-row statements, the events
+///    in the order given (new impressions, then new feedback), so that seqs follow batch order.
+///
+/// The outcome is the one of checking and writing the batch event by event, in order, as
+/// [`WriteBatch`] and [`GroupOutcome`] state it: an impression whose request id is stored (or
+/// comes earlier in the batch) is skipped, and feedback joins the stored (or earlier) one; a
+/// group is rejected at its first event that names an unknown request or candidate, and none
+/// of its events count; an event whose key is stored, or was recorded earlier in the batch, is
+/// a duplicate. Loading up front sees what loading event by event would have: nothing is
+/// deleted while the backend holds its write lock, and a batch only appends impressions.
+struct CommitPlan<'a> {
+    batch: &'a WriteBatch,
+    /// Every request id the batch names, once, and what is known of its impression.
+    ids: HashMap<&'a str, Slot>,
+    /// The stored impressions the batch names.
+    decoded: Vec<Impression>,
+    /// Indices into `batch.impressions` of the impressions new to the store, in batch order.
+    fresh: Vec<usize>,
+    /// The events of the valid groups, in batch order.
+    joined: Vec<Joined<'a>>,
+    /// One per group: why it was rejected, or `None` if it is valid.
+    rejected: Vec<Option<GroupOutcome>>,
+    /// The distinct idempotency keys of `joined`, each once, with whether the store has it.
+    keys: Vec<Key<'a>>,
+    stored: Vec<bool>,
+}
+
+/// An idempotency key: request id, candidate id, outcome.
+type Key<'a> = (&'a str, &'a str, Outcome);
+
+/// What a commit knows of the impression of a request id.
+enum Slot {
+    /// Neither stored nor (so far) in the batch.
+    Missing,
+    /// New, from the batch: `batch.impressions[i]`.
+    Batch(usize),
+    /// Stored: `decoded[i]`, or why it does not decode (an error only if an event needs it).
+    Stored(Result<usize, String>),
+}
+
+/// The impression a valid feedback event joins.
+#[derive(Debug, Clone, Copy)]
+enum ImpressionRef {
+    Batch(usize),
+    Decoded(usize),
+}
+
+/// A feedback event of a valid group, joined with what was served.
+struct Joined<'a> {
+    group: usize,
+    event: &'a FeedbackIn,
+    impression: ImpressionRef,
+    /// Index of the candidate in the impression.
+    candidate: usize,
+    /// Index of its idempotency key in `CommitPlan::keys`.
+    key: usize,
+}
+
+/// The rows one commit appends, column by column (as PostgreSQL binds them to `UNNEST`).
+#[derive(Debug, Default)]
+struct Appends<'p> {
+    impressions: NewImpressions<'p>,
+    feedback: NewFeedback<'p>,
+    /// The distinct request ids of `feedback`: their impressions now have feedback.
+    fed: Vec<&'p str>,
+    /// One per group, in order.
+    outcomes: Vec<GroupOutcome>,
+}
+
+/// New impressions, in batch order; `bodies` are the encoded `EventBody::Impression` events.
+#[derive(Debug, Default)]
+struct NewImpressions<'p> {
+    request_ids: Vec<&'p str>,
+    user_ids: Vec<&'p str>,
+    bodies: Vec<Vec<u8>>,
+}
+
+/// New feedback events, in batch order; `bodies` are the encoded `EventBody::Feedback` events
+/// (whose user is `user_ids[i]`), the other columns their idempotency keys.
+#[derive(Debug, Default)]
+struct NewFeedback<'p> {
+    request_ids: Vec<&'p str>,
+    candidate_ids: Vec<&'p str>,
+    outcomes: Vec<&'static str>,
+    user_ids: Vec<&'p str>,
+    bodies: Vec<Vec<u8>>,
+}
+
+impl<'a> CommitPlan<'a> {
+    fn new(batch: &'a WriteBatch) -> CommitPlan<'a> {
+        let mut ids =
+            HashMap::with_capacity(batch.impressions.len() + batch.feedback.iter().map(Vec::len).sum::<usize>());
+        let named = batch
+            .impressions
+            .iter()
+            .map(|i| &i.request_id)
+            .chain(batch.feedback.iter().flatten().map(|f| &f.request_id));
+        for id in named {
+            ids.entry(id.as_str()).or_insert(Slot::Missing);
+        }
+        CommitPlan {
+            batch,
+            ids,
+            decoded: Vec::new(),
+            fresh: Vec::new(),
+            joined: Vec::new(),
+            rejected: Vec::new(),
+            keys: Vec::new(),
+            stored: Vec::new(),
+        }
+    }
+
+    /// Every request id the batch names, each once, in no particular order.
+    fn lookup_ids(&self) -> Vec<&'a str> {
+        self.ids.keys().copied().collect()
+    }
+
+    /// Records (and decodes) the stored impression of a request id: its event's seq and body.
+    fn load(&mut self, request_id: &str, seq: i64, body: &[u8]) {
+        let Some(slot) = self.ids.get_mut(request_id) else {
+            return;
+        };
+        *slot = Slot::Stored(decode_stored_impression(seq, body, request_id).map(|imp| {
+            self.decoded.push(imp);
+            self.decoded.len() - 1
+        }));
+    }
+
+    /// Finds the new impressions and checks every group (see the type's docs).
+    ///
+    /// # Errors
+    /// A stored impression an event needs does not decode, or is not an impression
+    /// ([`StoreError::Corrupt`]).
+    fn validate(&mut self) -> Result<(), StoreError> {
+        let batch = self.batch;
+        for (i, imp) in batch.impressions.iter().enumerate() {
+            if let Some(slot @ Slot::Missing) = self.ids.get_mut(imp.request_id.as_str()) {
+                *slot = Slot::Batch(i);
+                self.fresh.push(i);
+            }
+        }
+        self.rejected = Vec::with_capacity(batch.feedback.len());
+        for (group, events) in batch.feedback.iter().enumerate() {
+            let start = self.joined.len();
+            let mut rejected = None;
+            for (index, event) in events.iter().enumerate() {
+                let Some(impression) = self.resolve(&event.request_id)? else {
+                    rejected = Some(GroupOutcome::UnknownRequest { index, request_id: event.request_id.clone() });
+                    break;
+                };
+                let Some(candidate) =
+                    self.impression(impression).candidates.iter().position(|c| c.id == event.candidate_id)
+                else {
+                    rejected = Some(GroupOutcome::UnknownCandidate {
+                        index,
+                        request_id: event.request_id.clone(),
+                        candidate_id: event.candidate_id.clone(),
+                    });
+                    break;
+                };
+                self.joined.push(Joined { group, event, impression, candidate, key: 0 });
+            }
+            if rejected.is_some() {
+                self.joined.truncate(start);
+            }
+            self.rejected.push(rejected);
+        }
+        let mut index: HashMap<Key<'a>, usize> = HashMap::with_capacity(self.joined.len());
+        for j in &mut self.joined {
+            let key = (j.event.request_id.as_str(), j.event.candidate_id.as_str(), j.event.outcome);
+            j.key = *index.entry(key).or_insert_with(|| {
+                self.keys.push(key);
+                self.keys.len() - 1
+            });
+        }
+        self.stored = vec![false; self.keys.len()];
+        Ok(())
+    }
+
+    /// The impression of a request id.
+    fn resolve(&self, request_id: &str) -> Result<Option<ImpressionRef>, StoreError> {
+        match self.ids.get(request_id) {
+            None | Some(Slot::Missing) => Ok(None),
+            Some(Slot::Batch(i)) => Ok(Some(ImpressionRef::Batch(*i))),
+            Some(Slot::Stored(Ok(i))) => Ok(Some(ImpressionRef::Decoded(*i))),
+            Some(Slot::Stored(Err(why))) => Err(StoreError::Corrupt(why.clone())),
+        }
+    }
+
+    fn impression(&self, r: ImpressionRef) -> &Impression {
+        match r {
+            ImpressionRef::Batch(i) => &self.batch.impressions[i],
+            ImpressionRef::Decoded(i) => &self.decoded[i],
+        }
+    }
+
+    /// The idempotency keys to look up (after [`CommitPlan::validate`]); a hit is reported by
+    /// its index in this slice.
+    fn keys(&self) -> &[Key<'a>] {
+        &self.keys
+    }
+
+    /// Records that the store has key `index` of [`CommitPlan::keys`].
+    fn mark_stored(&mut self, index: i64) {
+        if let Some(stored) = usize::try_from(index).ok().and_then(|i| self.stored.get_mut(i)) {
+            *stored = true;
+        }
+    }
+
+    /// The encoded events of the new impressions and of the valid groups (duplicates too:
+    /// this runs while the keys are being looked up, before they are known).
+    ///
+    /// # Errors
+    /// An event does not encode ([`StoreError::Invalid`]; not expected for these types).
+    fn encode(&self) -> Result<Bodies, StoreError> {
+        let batch = self.batch;
+        let mut impressions = Vec::with_capacity(self.fresh.len());
+        for &i in &self.fresh {
+            impressions.push(encode_body("impression", &ImpressionBody(&batch.impressions[i]))?);
+        }
+        let mut feedback = Vec::with_capacity(self.joined.len());
+        for j in &self.joined {
+            let imp = self.impression(j.impression);
+            let body = FeedbackBody { event: j.event, impression: imp, candidate: &imp.candidates[j.candidate] };
+            feedback.push(encode_body("feedback", &body)?);
+        }
+        Ok(Bodies { impressions, feedback })
+    }
+
+    /// What the commit appends, given what [`CommitPlan::encode`] made, with one outcome per
+    /// group.
+    fn settle(&mut self, bodies: Bodies) -> Appends<'_> {
+        let rejected = std::mem::take(&mut self.rejected);
+        let this = &*self;
+        let batch = this.batch;
+        let mut out = Appends::default();
+        let imps = &mut out.impressions;
+        for &i in &this.fresh {
+            let imp = &batch.impressions[i];
+            imps.request_ids.push(imp.request_id.as_str());
+            imps.user_ids.push(imp.user_id.as_str());
+        }
+        imps.bodies = bodies.impressions;
+        let mut counts = vec![(0u32, 0u32); batch.feedback.len()];
+        let mut recorded = vec![false; this.keys.len()];
+        let mut fed = HashSet::new();
+        let fb = &mut out.feedback;
+        for (j, body) in this.joined.iter().zip(bodies.feedback) {
+            let (new, duplicates) = &mut counts[j.group];
+            if this.stored[j.key] || recorded[j.key] {
+                *duplicates += 1;
+                continue;
+            }
+            recorded[j.key] = true;
+            *new += 1;
+            let imp = this.impression(j.impression);
+            fb.bodies.push(body);
+            fb.request_ids.push(j.event.request_id.as_str());
+            fb.candidate_ids.push(j.event.candidate_id.as_str());
+            fb.outcomes.push(j.event.outcome.name());
+            fb.user_ids.push(imp.user_id.as_str());
+            if fed.insert(j.event.request_id.as_str()) {
+                out.fed.push(j.event.request_id.as_str());
+            }
+        }
+        out.outcomes = rejected
+            .into_iter()
+            .zip(counts)
+            .map(|(rejected, (recorded, duplicates))| {
+                rejected.unwrap_or(GroupOutcome::Recorded { recorded, duplicates })
+            })
+            .collect();
+        out
+    }
+}
+
+/// Encoded events, as [`CommitPlan::encode`] makes them.
+#[derive(Debug)]
+struct Bodies {
+    /// One per new impression.
+    impressions: Vec<Vec<u8>>,
+    /// One per event of a valid group.
+    feedback: Vec<Vec<u8>>,
+}
+
+/// Decodes the body of the event indexed as the impression of `request_id`.
+///
+/// # Errors
+/// The body does not decode, or is not an impression: what is wrong, for a
+/// [`StoreError::Corrupt`].
+fn decode_stored_impression(seq: i64, body: &[u8], request_id: &str) -> Result<Impression, String> {
+    match codec::decode_event(body).map_err(|e| format!("event {seq} does not decode: {e}"))? {
+        EventBody::Impression(imp) => Ok(imp),
+        other => Err(format!(
+            "event {seq}, indexed as the impression of request {request_id:?}, is a {} event",
+            other.kind()
+        )),
+    }
+}
+
+/// Runs `f`, CPU-bound work (encoding thousands of events), without holding up the other
+/// tasks of the async worker it is called on: through [`tokio::task::block_in_place`] on a
+/// multi-thread runtime, inline on any other (where it cannot be used).
+fn cpu_bound<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if Handle::try_current().is_ok_and(|h| h.runtime_flavor() == RuntimeFlavor::MultiThread) {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
+    }
+}
+
+fn encode_body(kind: &str, body: &impl serde::Serialize) -> Result<Vec<u8>, StoreError> {
+    codec::encode(body).map_err(|e| StoreError::Invalid(format!("cannot encode a {kind} event: {e}")))
+}
+
+/// Serialises as `EventBody::Impression(impression.clone())` does, without the clone.
+struct ImpressionBody<'a>(&'a Impression);
+
+impl serde::Serialize for ImpressionBody<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Variant 0 of `EventBody`, as `#[derive(Serialize)]` writes it.
+        s.serialize_newtype_variant("EventBody", 0, "Impression", self.0)
+    }
+}
+
+/// Serialises as `EventBody::Feedback` of the [`crate::events::FeedbackEvent`] that joins
+/// `event` with what was served, without building it (no copy of the features). A unit test
+/// checks that both give the same bytes.
+#[derive(Clone, Copy)]
+struct FeedbackBody<'a> {
+    event: &'a FeedbackIn,
+    impression: &'a Impression,
+    candidate: &'a CandidateRecord,
+}
+
+impl serde::Serialize for FeedbackBody<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        // Variant 1 of `EventBody`, as `#[derive(Serialize)]` writes it.
+        s.serialize_newtype_variant("EventBody", 1, "Feedback", &FeedbackFields(*self))
+    }
+}
+
+/// The fields of [`crate::events::FeedbackEvent`], in its order.
+struct FeedbackFields<'a>(FeedbackBody<'a>);
+
+impl serde::Serialize for FeedbackFields<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let FeedbackBody { event, impression, candidate } = self.0;
+        let mut st = s.serialize_struct("FeedbackEvent", 8)?;
+        st.serialize_field("request_id", &event.request_id)?;
+        st.serialize_field("candidate_id", &event.candidate_id)?;
+        st.serialize_field("outcome", &event.outcome)?;
+        st.serialize_field("user_id", &Some(impression.user_id.as_str()))?;
+        st.serialize_field("risk", &candidate.risk)?;
+        st.serialize_field("flagged", &candidate.flagged)?;
+        st.serialize_field("features", &candidate.features)?;
+        st.serialize_field("model_version", &impression.model_version)?;
+        st.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::FeedbackEvent;
+    use crate::features::Features;
+
+    fn impression() -> Impression {
+        let candidate = |id: &str, flagged: bool, seed: u32| CandidateRecord {
+            id: id.into(),
+            risk: 0.25 + seed as f32 / 8.0,
+            flagged,
+            features: Features {
+                idx: vec![3 + seed, 70_000, 4_000_000 + seed],
+                val: vec![1.0, 0.5, -2.0],
+                offset: 1.5,
+            },
+            rules: if flagged { vec!["python.eval".into()] } else { vec![] },
+            text: flagged.then(|| "eval(x)".into()),
+        };
+        Impression {
+            request_id: "r_01a2".into(),
+            user_id: "u-7".into(),
+            key_id: "k-1".into(),
+            model_version: "risk-2".into(),
+            language: Some("python".into()),
+            prompt_risk: 0.125,
+            candidates: vec![candidate("c-1", false, 1), candidate("c-2", true, 2)],
+        }
+    }
+
+    #[test]
+    fn borrowed_bodies_encode_as_the_events_they_stand_for() {
+        let imp = impression();
+        let owned = codec::encode_event(&EventBody::Impression(imp.clone())).expect("encode");
+        assert_eq!(codec::encode(&ImpressionBody(&imp)).expect("encode"), owned);
+        for (outcome, candidate) in Outcome::ALL.into_iter().zip([0, 1, 1, 0]) {
+            let cand = &imp.candidates[candidate];
+            let event = FeedbackIn { request_id: imp.request_id.clone(), candidate_id: cand.id.clone(), outcome };
+            let joined = EventBody::Feedback(FeedbackEvent {
+                request_id: event.request_id.clone(),
+                candidate_id: event.candidate_id.clone(),
+                outcome,
+                user_id: Some(imp.user_id.clone()),
+                risk: cand.risk,
+                flagged: cand.flagged,
+                features: cand.features.clone(),
+                model_version: imp.model_version.clone(),
+            });
+            let bytes =
+                codec::encode(&FeedbackBody { event: &event, impression: &imp, candidate: cand }).expect("encode");
+            assert_eq!(bytes, codec::encode_event(&joined).expect("encode"), "{outcome}");
+            assert_eq!(codec::decode_event(&bytes).expect("decode"), joined);
+        }
+    }
+
+    #[test]
+    fn a_stored_impression_that_does_not_decode_fails_only_the_commit_that_needs_it() {
+        let imp = impression();
+        let batch = WriteBatch {
+            at_ms: 1,
+            impressions: vec![],
+            feedback: vec![
+                vec![FeedbackIn {
+                    request_id: "r-ghost".into(),
+                    candidate_id: "c-1".into(),
+                    outcome: Outcome::Accepted,
+                }],
+                vec![FeedbackIn {
+                    request_id: imp.request_id.clone(),
+                    candidate_id: "c-1".into(),
+                    outcome: Outcome::Accepted,
+                }],
+            ],
+        };
+        let mut plan = CommitPlan::new(&batch);
+        plan.load(&imp.request_id, 9, &[1, 2, 3]);
+        let err = plan.validate().expect_err("the second group needs it");
+        assert!(matches!(&err, StoreError::Corrupt(m) if m.starts_with("event 9 does not decode")), "{err}");
+
+        // Not needed (its group is rejected first): no error.
+        let mut batch = batch;
+        let ghost = batch.feedback[0][0].clone();
+        batch.feedback[1].insert(0, ghost);
+        let mut plan = CommitPlan::new(&batch);
+        plan.load(&imp.request_id, 9, &[1, 2, 3]);
+        plan.validate().expect("nothing needs the corrupt impression");
+        let bodies = plan.encode().expect("encode");
+        let appends = plan.settle(bodies);
+        assert!(appends.feedback.bodies.is_empty());
+        assert!(matches!(appends.outcomes[1], GroupOutcome::UnknownRequest { index: 0, .. }));
+    }
 }

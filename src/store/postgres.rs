@@ -66,14 +66,15 @@
 //! Bodies of events are [`codec`] blobs (BYTEA); times and sequence numbers are BIGINT.
 
 use super::{
-    Compacted, Durability, GroupOutcome, KeyRecord, ModelRecord, SnapshotInfo, Store, StoreError, WriteBatch, codec,
+    Appends, CommitPlan, Compacted, Durability, GroupOutcome, Key, KeyRecord, ModelRecord, SnapshotInfo, Store,
+    StoreError, WriteBatch, codec, cpu_bound, decode_stored_impression,
 };
-use crate::events::{Event, EventBody, FeedbackEvent, FeedbackIn, Impression, ModelActivation, Scope};
+use crate::events::{Event, EventBody, Impression, ModelActivation, Scope};
 use async_trait::async_trait;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{AssertSqlSafe, PgConnection, Postgres, SqlSafeStr, Transaction};
-use std::collections::{BTreeMap, HashMap};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{AssertSqlSafe, PgConnection, Postgres, Row, SqlSafeStr, Transaction};
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use tokio::sync::{Mutex, MutexGuard};
 
@@ -306,6 +307,35 @@ impl LogTx<'_> {
         Ok(seq)
     }
 
+    /// Appends events of one kind from `(user_ids[i], bodies[i])` with one statement; returns
+    /// their seqs, in the order given.
+    async fn insert_events(
+        &mut self,
+        at_ms: i64,
+        kind: &'static str,
+        user_ids: &[&str],
+        bodies: Vec<Vec<u8>>,
+    ) -> Result<Vec<i64>, StoreError> {
+        if bodies.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = i64::try_from(bodies.len()).map_err(|_| StoreError::Invalid("too many events".into()))?;
+        let seqs: Vec<i64> = (self.last + 1..=self.last + n).collect();
+        sqlx::query(
+            "INSERT INTO events (seq, at_ms, kind, user_id, body) \
+             SELECT s, $2, $3, u, b FROM UNNEST($1::BIGINT[], $4::TEXT[], $5::BYTEA[]) AS t (s, u, b)",
+        )
+        .bind(&seqs)
+        .bind(at_ms)
+        .bind(kind)
+        .bind(user_ids)
+        .bind(bodies)
+        .execute(&mut *self.tx)
+        .await?;
+        self.last += n;
+        Ok(seqs)
+    }
+
     /// Stores the new head (if events were appended) and commits, releasing the lock.
     async fn commit(self) -> Result<(), StoreError> {
         let LogTx { mut tx, head, last, _local } = self;
@@ -329,84 +359,93 @@ async fn load_impression(conn: &mut PgConnection, request_id: &str) -> Result<Op
     .bind(request_id)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some((seq, bytes)) = row else {
-        return Ok(None);
-    };
-    match decode_body(seq, &bytes)? {
-        EventBody::Impression(imp) => Ok(Some(imp)),
-        other => Err(StoreError::Corrupt(format!(
-            "event {seq}, indexed as the impression of request {request_id:?}, is a {} event",
-            other.kind()
-        ))),
-    }
+    row.map(|(seq, bytes)| decode_stored_impression(seq, &bytes, request_id).map_err(StoreError::Corrupt)).transpose()
 }
 
-/// Validates a feedback group against the served impressions (loaded into `served` on first
-/// use) and, if every event is valid, records the new ones.
-async fn record_group(
+/// The indices of the stored ones among `keys`.
+async fn stored_keys(conn: &mut PgConnection, keys: &[Key<'_>]) -> Result<Vec<i64>, StoreError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut columns = (Vec::with_capacity(keys.len()), Vec::with_capacity(keys.len()), Vec::with_capacity(keys.len()));
+    for &(request_id, candidate_id, outcome) in keys {
+        columns.0.push(request_id);
+        columns.1.push(candidate_id);
+        columns.2.push(outcome.name());
+    }
+    let hits = sqlx::query_scalar(
+        "SELECT v.n - 1 FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[]) WITH ORDINALITY AS v (r, c, o, n) \
+         JOIN feedback_keys k ON k.request_id = v.r AND k.candidate_id = v.c AND k.outcome = v.o",
+    )
+    .bind(&columns.0)
+    .bind(&columns.1)
+    .bind(&columns.2)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(hits)
+}
+
+/// Runs the queries of a [`CommitPlan`] and writes its [`Appends`] inside the log transaction:
+/// at most seven statements, each with one array per column, however large the batch.
+async fn commit_plan(
     log: &mut LogTx<'_>,
+    plan: &mut CommitPlan<'_>,
     at_ms: i64,
-    group: &[FeedbackIn],
-    served: &mut HashMap<String, Option<Impression>>,
-) -> Result<GroupOutcome, StoreError> {
-    // Validate the whole group before writing any of it.
-    let mut joined = Vec::with_capacity(group.len());
-    for (index, fb) in group.iter().enumerate() {
-        if !served.contains_key(&fb.request_id) {
-            let imp = load_impression(log.conn(), &fb.request_id).await?;
-            served.insert(fb.request_id.clone(), imp);
-        }
-        let Some(Some(imp)) = served.get(&fb.request_id) else {
-            return Ok(GroupOutcome::UnknownRequest { index, request_id: fb.request_id.clone() });
-        };
-        let Some(cand) = imp.candidate(&fb.candidate_id) else {
-            return Ok(GroupOutcome::UnknownCandidate {
-                index,
-                request_id: fb.request_id.clone(),
-                candidate_id: fb.candidate_id.clone(),
-            });
-        };
-        joined.push(FeedbackEvent {
-            request_id: fb.request_id.clone(),
-            candidate_id: fb.candidate_id.clone(),
-            outcome: fb.outcome,
-            user_id: Some(imp.user_id.clone()),
-            risk: cand.risk,
-            flagged: cand.flagged,
-            features: cand.features.clone(),
-            model_version: imp.model_version.clone(),
-        });
+) -> Result<Vec<GroupOutcome>, StoreError> {
+    let ids = plan.lookup_ids();
+    let rows: Vec<PgRow> = sqlx::query(
+        "SELECT i.request_id, e.seq, e.body FROM impressions i JOIN events e ON e.seq = i.seq \
+         WHERE i.request_id = ANY($1::TEXT[])",
+    )
+    .bind(&ids)
+    .fetch_all(log.conn())
+    .await?;
+    for row in &rows {
+        plan.load(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
     }
-    let (mut recorded, mut duplicates) = (0u32, 0u32);
-    for ev in joined {
-        let seen: Option<i32> = sqlx::query_scalar(
-            "SELECT 1 FROM feedback_keys WHERE request_id = $1 AND candidate_id = $2 AND outcome = $3",
+    drop(rows);
+    plan.validate()?;
+    // The events are encoded while the server looks up their keys.
+    let (hits, bodies) =
+        tokio::join!(biased; stored_keys(log.conn(), plan.keys()), async { cpu_bound(|| plan.encode()) });
+    for index in hits? {
+        plan.mark_stored(index);
+    }
+    let Appends { impressions: imps, feedback: fb, fed, outcomes } = plan.settle(bodies?);
+
+    let seqs = log.insert_events(at_ms, "impression", &imps.user_ids, imps.bodies).await?;
+    if !seqs.is_empty() {
+        sqlx::query(
+            "INSERT INTO impressions (request_id, seq, user_id, at_ms, has_feedback) \
+             SELECT r, s, u, $4, FALSE FROM UNNEST($1::TEXT[], $2::BIGINT[], $3::TEXT[]) AS t (r, s, u)",
         )
-        .bind(&ev.request_id)
-        .bind(&ev.candidate_id)
-        .bind(ev.outcome.name())
-        .fetch_optional(log.conn())
+        .bind(&imps.request_ids)
+        .bind(&seqs)
+        .bind(&imps.user_ids)
+        .bind(at_ms)
+        .execute(log.conn())
         .await?;
-        if seen.is_some() {
-            duplicates += 1;
-            continue;
-        }
-        let (request_id, candidate_id, outcome) = (ev.request_id.clone(), ev.candidate_id.clone(), ev.outcome);
-        let seq = log.insert_event(at_ms, &EventBody::Feedback(ev)).await?;
-        sqlx::query("INSERT INTO feedback_keys (request_id, candidate_id, outcome, seq) VALUES ($1, $2, $3, $4)")
-            .bind(&request_id)
-            .bind(&candidate_id)
-            .bind(outcome.name())
-            .bind(seq)
-            .execute(log.conn())
-            .await?;
-        sqlx::query("UPDATE impressions SET has_feedback = TRUE WHERE request_id = $1 AND NOT has_feedback")
-            .bind(&request_id)
-            .execute(log.conn())
-            .await?;
-        recorded += 1;
     }
-    Ok(GroupOutcome::Recorded { recorded, duplicates })
+    let seqs = log.insert_events(at_ms, "feedback", &fb.user_ids, fb.bodies).await?;
+    if !seqs.is_empty() {
+        sqlx::query(
+            "INSERT INTO feedback_keys (request_id, candidate_id, outcome, seq) \
+             SELECT * FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[])",
+        )
+        .bind(&fb.request_ids)
+        .bind(&fb.candidate_ids)
+        .bind(&fb.outcomes)
+        .bind(&seqs)
+        .execute(log.conn())
+        .await?;
+        sqlx::query(
+            "UPDATE impressions SET has_feedback = TRUE WHERE request_id = ANY($1::TEXT[]) AND NOT has_feedback",
+        )
+        .bind(&fed)
+        .execute(log.conn())
+        .await?;
+    }
+    Ok(outcomes)
 }
 
 type KeyRow = (String, String, Vec<u8>, i64, Option<i64>, Option<i64>);
@@ -434,43 +473,12 @@ impl Store for PostgresStore {
     }
 
     async fn commit(&self, batch: &WriteBatch) -> Result<Vec<GroupOutcome>, StoreError> {
-        let WriteBatch { at_ms, impressions, feedback } = batch;
-        let at_ms = *at_ms;
-        if impressions.is_empty() && feedback.is_empty() {
+        if batch.impressions.is_empty() && batch.feedback.is_empty() {
             return Ok(Vec::new());
         }
+        let mut plan = CommitPlan::new(batch);
         let mut log = self.begin_log().await?;
-        // Impressions of this commit, by request id (`None`: known to be missing).
-        let mut served: HashMap<String, Option<Impression>> = HashMap::new();
-        for imp in impressions {
-            let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM impressions WHERE request_id = $1")
-                .bind(&imp.request_id)
-                .fetch_optional(log.conn())
-                .await?;
-            if exists.is_some() {
-                continue;
-            }
-            let (request_id, user_id) = (imp.request_id.clone(), imp.user_id.clone());
-            let body = EventBody::Impression(imp.clone());
-            let seq = log.insert_event(at_ms, &body).await?;
-            sqlx::query(
-                "INSERT INTO impressions (request_id, seq, user_id, at_ms, has_feedback) \
-                 VALUES ($1, $2, $3, $4, FALSE)",
-            )
-            .bind(&request_id)
-            .bind(seq)
-            .bind(&user_id)
-            .bind(at_ms)
-            .execute(log.conn())
-            .await?;
-            if let EventBody::Impression(imp) = body {
-                served.insert(request_id, Some(imp));
-            }
-        }
-        let mut outcomes = Vec::with_capacity(feedback.len());
-        for group in feedback {
-            outcomes.push(record_group(&mut log, at_ms, group, &mut served).await?);
-        }
+        let outcomes = commit_plan(&mut log, &mut plan, batch.at_ms).await?;
         log.commit().await?;
         Ok(outcomes)
     }
@@ -760,7 +768,7 @@ impl Store for PostgresStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{CandidateRecord, Outcome};
+    use crate::events::{CandidateRecord, FeedbackIn, Outcome};
     use crate::features::Features;
     use sqlx::Connection;
     use std::path::Path;

@@ -9,20 +9,32 @@
 //! mode they see the last committed state and neither block nor are blocked by the writer. The
 //! 5 s busy timeout only matters when another process (the CLI, a backup) holds the file.
 //!
+//! Checkpoints (copying the WAL into the database file, with a flush of each) run beside the
+//! writes, not in them: SQLite's automatic checkpoint would run inside the `COMMIT` that
+//! crosses its threshold, and at a few MiB per group commit that is nearly every commit. A
+//! task of its own ([`checkpointer`]), on a connection of its own, backfills the WAL after
+//! commits while the next ones run; now and then it takes the write lock for a moment, so the
+//! next commit finds the WAL fully backfilled and starts it over instead of growing it. The
+//! write connection keeps an automatic checkpoint as a backstop, far above that size.
+//!
 //! Bodies of events are [`codec`] blobs. Schema: `migrations/sqlite/`.
 
 use super::{
-    Compacted, Durability, GroupOutcome, KeyRecord, ModelRecord, SnapshotInfo, Store, StoreError, WriteBatch, codec,
+    Appends, CommitPlan, Compacted, Durability, GroupOutcome, Key, KeyRecord, ModelRecord, SnapshotInfo, Store,
+    StoreError, WriteBatch, codec, cpu_bound, decode_stored_impression,
 };
-use crate::events::{Event, EventBody, FeedbackEvent, FeedbackIn, Impression, ModelActivation, Scope};
+use crate::events::{Event, EventBody, Impression, ModelActivation, Scope};
 use async_trait::async_trait;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{SqlSafeStr, Sqlite, SqliteConnection, Transaction};
-use std::collections::HashMap;
+use sqlx::query_builder::Separated;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, SqlSafeStr, Sqlite, SqliteConnection, Transaction};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Mutex, MutexGuard};
+use tokio::sync::{Mutex, MutexGuard, mpsc};
 
 /// The migrations, in version order: `(version, description, sql)`, one per file of
 /// `migrations/sqlite/` (a unit test checks that the list and the directory agree). Embedded
@@ -36,6 +48,15 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 
 /// Connections for readers.
 const READ_CONNECTIONS: u32 = 4;
+
+/// Page cache of the write connection, in KiB (SQLite's default is 2 MiB): a commit of a few
+/// thousand events dirties several MiB of pages, and a smaller cache spills them to the WAL
+/// before the commit and reads the same index pages again and again.
+const WRITE_CACHE_KIB: u32 = 64 * 1024;
+
+/// Rows the connection's worker thread may queue for the task reading them (sqlx's default is
+/// 50): loading a batch's impressions returns thousands, each hand-over a thread wake-up.
+const ROW_BUFFER: usize = 4096;
 
 /// Rows deleted per transaction by [`Store::compact`], so a large compaction never holds the
 /// write lock for long and commits interleave with it.
@@ -52,12 +73,22 @@ const COMPACT_IMPRESSIONS: &str = "DELETE FROM events WHERE seq IN (SELECT seq F
 const COMPACT_FEEDBACK: &str = "DELETE FROM events WHERE seq IN (SELECT seq FROM events \
      WHERE kind = 'feedback' AND at_ms < ?1 AND seq <= ?2 LIMIT ?3)";
 
+/// WAL size, in pages, past which the checkpointer makes the next commit start the WAL over
+/// (64 MiB of 4 KiB pages: a few seconds of feedback at full speed).
+const WAL_RESTART_PAGES: i64 = 16_384;
+
+/// WAL size, in pages, past which the write connection checkpoints by itself after a commit,
+/// should the checkpointer fall behind.
+const WAL_BACKSTOP_PAGES: i64 = 4 * WAL_RESTART_PAGES;
+
 /// The SQLite store. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct SqliteStore {
     read: SqlitePool,
     write: SqlitePool,
-    write_lock: Mutex<()>,
+    write_lock: Arc<Mutex<()>>,
+    /// Wakes the [`checkpointer`] after a commit; dropping it stops the checkpointer.
+    checkpoint: mpsc::Sender<()>,
 }
 
 impl SqliteStore {
@@ -86,16 +117,31 @@ impl SqliteStore {
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
-            .connect_with(options.clone())
+            .connect_with(
+                options
+                    .clone()
+                    .pragma("cache_size", format!("-{}", WRITE_CACHE_KIB))
+                    .pragma("temp_store", "memory")
+                    .pragma("wal_autocheckpoint", WAL_BACKSTOP_PAGES.to_string())
+                    .row_buffer_size(ROW_BUFFER),
+            )
             .await
             .map_err(|e| unavailable(&e))?;
         migrator().run(&write).await.map_err(|e| StoreError::Migration(format!("{}: {e}", path.display())))?;
-        let read = SqlitePoolOptions::new()
-            .max_connections(READ_CONNECTIONS)
-            .connect_with(options)
+        let checkpoints = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
             .await
             .map_err(|e| unavailable(&e))?;
-        Ok(SqliteStore { read, write, write_lock: Mutex::new(()) })
+        let read = SqlitePoolOptions::new()
+            .max_connections(READ_CONNECTIONS)
+            .connect_with(options.row_buffer_size(ROW_BUFFER))
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let write_lock = Arc::new(Mutex::new(()));
+        let (checkpoint, wake) = mpsc::channel(1);
+        tokio::spawn(checkpointer(checkpoints, Arc::clone(&write_lock), wake));
+        Ok(SqliteStore { read, write, write_lock, checkpoint })
     }
 
     /// Starts a write transaction: waits for the write lock, then `BEGIN IMMEDIATE`. Drop the
@@ -106,6 +152,14 @@ impl SqliteStore {
         Ok((guard, tx))
     }
 
+    /// Commits a write transaction and wakes the checkpointer.
+    async fn finish(&self, tx: Transaction<'static, Sqlite>) -> Result<(), StoreError> {
+        tx.commit().await?;
+        // Full: a wake-up is pending already.
+        let _ = self.checkpoint.try_send(());
+        Ok(())
+    }
+
     /// Runs `delete` (a `DELETE FROM events` of at most `?3` rows, filtered by `?1` and `?2`)
     /// in one transaction after another until it deletes fewer than `chunk`.
     async fn delete_chunked(&self, delete: &'static str, a: i64, b: i64, chunk: i64) -> Result<u64, StoreError> {
@@ -113,13 +167,41 @@ impl SqliteStore {
         loop {
             let (_guard, mut tx) = self.begin_write().await?;
             let n = sqlx::query(delete).bind(a).bind(b).bind(chunk).execute(&mut *tx).await?.rows_affected();
-            tx.commit().await?;
+            self.finish(tx).await?;
             total += n;
             if n < chunk.unsigned_abs() {
                 return Ok(total);
             }
         }
     }
+}
+
+/// Backfills the WAL into the database file after commits, beside them (see the module docs),
+/// until `wake` closes. Failures are logged and retried on the next wake-up: the write
+/// connection's automatic checkpoint stays as a backstop.
+async fn checkpointer(pool: SqlitePool, write_lock: Arc<Mutex<()>>, mut wake: mpsc::Receiver<()>) {
+    while wake.recv().await.is_some() {
+        // `(busy, WAL pages, pages backfilled)`; the copies and flushes happen here, while
+        // commits go on.
+        let pages = match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)").fetch_one(&pool).await
+        {
+            Ok((_, pages, _)) => pages,
+            Err(e) => {
+                tracing::warn!(error = %e, "wal checkpoint failed");
+                continue;
+            }
+        };
+        if pages >= WAL_RESTART_PAGES {
+            // Between two commits, backfill what was committed meanwhile: the next commit then
+            // finds nothing left to copy and starts the WAL over (unless a reader still reads
+            // an older snapshot; then a later round does).
+            let _guard = write_lock.lock().await;
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&pool).await {
+                tracing::warn!(error = %e, "wal checkpoint failed");
+            }
+        }
+    }
+    pool.close().await;
 }
 
 fn migrator() -> Migrator {
@@ -160,84 +242,162 @@ async fn load_impression(conn: &mut SqliteConnection, request_id: &str) -> Resul
     .bind(request_id)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some((seq, bytes)) = row else {
-        return Ok(None);
-    };
-    match decode_body(seq, &bytes)? {
-        EventBody::Impression(imp) => Ok(Some(imp)),
-        other => Err(StoreError::Corrupt(format!(
-            "event {seq}, indexed as the impression of request {request_id:?}, is a {} event",
-            other.kind()
-        ))),
-    }
+    row.map(|(seq, bytes)| decode_stored_impression(seq, &bytes, request_id).map_err(StoreError::Corrupt)).transpose()
 }
 
-/// Validates a feedback group against the served impressions (loaded into `served` on first
-/// use) and, if every event is valid, records the new ones.
-async fn record_group(
+/// Bound parameters per statement at most (SQLite's limit is 32766).
+const MAX_PARAMS: usize = 30_000;
+
+/// Request ids per query that loads impressions: a batch's are loaded in a few chunks, each
+/// decoded while the next is read.
+const LOAD_IDS: usize = 1_024;
+
+/// Rows per multi-row `INSERT` at most. Full statements are prepared once and cached by the
+/// connection; the rest of a batch takes one more, prepared for the occasion.
+const INSERT_ROWS: usize = 1_000;
+
+/// Runs the queries of a [`CommitPlan`] and writes its [`Appends`] inside the caller's
+/// transaction: for `n` new events that is `2 + 4 * ceil(n / INSERT_ROWS)` statements at most
+/// (plus one per 30,000 request ids or 7,500 keys looked up), however many groups there are.
+async fn commit_plan(
+    conn: &mut SqliteConnection,
+    plan: &mut CommitPlan<'_>,
+    at_ms: i64,
+) -> Result<Vec<GroupOutcome>, StoreError> {
+    // Each chunk of impressions is decoded while the database reads the next.
+    let mut loaded = Vec::new();
+    for ids in plan.lookup_ids().chunks(LOAD_IDS) {
+        let mut q = in_list(
+            "SELECT i.request_id, e.seq, e.body FROM impressions i JOIN events e ON e.seq = i.seq \
+             WHERE i.request_id IN ",
+            ids,
+        );
+        let previous = std::mem::take(&mut loaded);
+        let (rows, decoded) = tokio::join!(
+            biased;
+            q.build().persistent(false).fetch_all(&mut *conn),
+            async { load_rows(plan, previous) }
+        );
+        decoded?;
+        loaded = rows?;
+    }
+    load_rows(plan, loaded)?;
+    plan.validate()?;
+    // The events are encoded while the database looks up their keys.
+    let (hits, bodies) = tokio::join!(biased; stored_keys(conn, plan.keys()), async { cpu_bound(|| plan.encode()) });
+    for index in hits? {
+        plan.mark_stored(index);
+    }
+    let Appends { impressions: imps, feedback: fb, fed, outcomes } = plan.settle(bodies?);
+
+    let seqs = insert_events(conn, at_ms, "impression", imps.user_ids.iter().zip(imps.bodies)).await?;
+    let rows = imps.request_ids.iter().zip(&imps.user_ids).zip(seqs);
+    let head = "INSERT INTO impressions (request_id, seq, user_id, at_ms, has_feedback) ";
+    insert_rows(conn, head, rows, |mut row, ((request_id, user_id), seq)| {
+        row.push_bind(*request_id).push_bind(seq).push_bind(*user_id).push_bind(at_ms).push("0");
+    })
+    .await?;
+    let seqs = insert_events(conn, at_ms, "feedback", fb.user_ids.iter().zip(fb.bodies)).await?;
+    let rows = fb.request_ids.iter().zip(&fb.candidate_ids).zip(&fb.outcomes).zip(seqs);
+    let head = "INSERT INTO feedback_keys (request_id, candidate_id, outcome, seq) ";
+    insert_rows(conn, head, rows, |mut row, (((request_id, candidate_id), outcome), seq)| {
+        row.push_bind(*request_id).push_bind(*candidate_id).push_bind(*outcome).push_bind(seq);
+    })
+    .await?;
+    for ids in fed.chunks(MAX_PARAMS) {
+        let mut q = in_list("UPDATE impressions SET has_feedback = 1 WHERE has_feedback = 0 AND request_id IN ", ids);
+        q.build().persistent(false).execute(&mut *conn).await?;
+    }
+    Ok(outcomes)
+}
+
+/// Hands rows of `(request_id, seq, body)` to [`CommitPlan::load`].
+fn load_rows(plan: &mut CommitPlan<'_>, rows: Vec<SqliteRow>) -> Result<(), StoreError> {
+    for row in &rows {
+        plan.load(row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+    }
+    Ok(())
+}
+
+/// The indices of the stored ones among `keys`.
+async fn stored_keys(conn: &mut SqliteConnection, keys: &[Key<'_>]) -> Result<Vec<i64>, StoreError> {
+    let mut hits = Vec::new();
+    for (c, keys) in keys.chunks(MAX_PARAMS / 4).enumerate() {
+        // A join probes the primary key; `(request_id, candidate_id, outcome) IN (VALUES ..)`
+        // would scan the table.
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT v.column1 FROM (");
+        let first = c * (MAX_PARAMS / 4);
+        q.push_values(keys.iter().zip(first..), |mut row, (&(request_id, candidate_id, outcome), index)| {
+            row.push_bind(index as i64).push_bind(request_id).push_bind(candidate_id).push_bind(outcome.name());
+        });
+        q.push(
+            ") AS v JOIN feedback_keys k \
+             ON k.request_id = v.column2 AND k.candidate_id = v.column3 AND k.outcome = v.column4",
+        );
+        hits.extend(q.build_query_scalar::<i64>().persistent(false).fetch_all(&mut *conn).await?);
+    }
+    Ok(hits)
+}
+
+/// `head (?, ?, ...)` with one parameter per id.
+fn in_list(head: &str, ids: &[&str]) -> QueryBuilder<Sqlite> {
+    let mut q = QueryBuilder::new(head);
+    q.push("(");
+    let mut list = q.separated(", ");
+    for id in ids {
+        list.push_bind(*id);
+    }
+    q.push(")");
+    q
+}
+
+/// Appends events of one kind (`kind` is a constant, spliced into the SQL) from `(user_id,
+/// body)` pairs; returns their seqs, in the order given.
+async fn insert_events<'r>(
     conn: &mut SqliteConnection,
     at_ms: i64,
-    group: &[FeedbackIn],
-    served: &mut HashMap<String, Option<Impression>>,
-) -> Result<GroupOutcome, StoreError> {
-    // Validate the whole group before writing any of it.
-    let mut joined = Vec::with_capacity(group.len());
-    for (index, fb) in group.iter().enumerate() {
-        if !served.contains_key(&fb.request_id) {
-            let imp = load_impression(conn, &fb.request_id).await?;
-            served.insert(fb.request_id.clone(), imp);
-        }
-        let Some(Some(imp)) = served.get(&fb.request_id) else {
-            return Ok(GroupOutcome::UnknownRequest { index, request_id: fb.request_id.clone() });
-        };
-        let Some(cand) = imp.candidate(&fb.candidate_id) else {
-            return Ok(GroupOutcome::UnknownCandidate {
-                index,
-                request_id: fb.request_id.clone(),
-                candidate_id: fb.candidate_id.clone(),
-            });
-        };
-        joined.push(FeedbackEvent {
-            request_id: fb.request_id.clone(),
-            candidate_id: fb.candidate_id.clone(),
-            outcome: fb.outcome,
-            user_id: Some(imp.user_id.clone()),
-            risk: cand.risk,
-            flagged: cand.flagged,
-            features: cand.features.clone(),
-            model_version: imp.model_version.clone(),
+    kind: &'static str,
+    rows: impl ExactSizeIterator<Item = (&'r &'r str, Vec<u8>)>,
+) -> Result<Vec<i64>, StoreError> {
+    let n = rows.len();
+    let mut seqs = Vec::with_capacity(n);
+    let mut rows = rows.peekable();
+    while rows.peek().is_some() {
+        let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO events (at_ms, kind, user_id, body) ");
+        let mut count = 0;
+        q.push_values(rows.by_ref().take(INSERT_ROWS), |mut row, (user_id, body)| {
+            row.push_bind(at_ms).push(format_args!("'{kind}'")).push_bind(*user_id).push_bind(body);
+            count += 1;
         });
+        q.push(" RETURNING seq");
+        let mut chunk: Vec<i64> = q.build_query_scalar().persistent(count == INSERT_ROWS).fetch_all(&mut *conn).await?;
+        // Rows are inserted in the order given, and AUTOINCREMENT numbers them in that order; the
+        // order RETURNING reports them in is unspecified.
+        chunk.sort_unstable();
+        seqs.append(&mut chunk);
     }
-    let (mut recorded, mut duplicates) = (0u32, 0u32);
-    for ev in joined {
-        let seen: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM feedback_keys WHERE request_id = ?1 AND candidate_id = ?2 AND outcome = ?3",
-        )
-        .bind(&ev.request_id)
-        .bind(&ev.candidate_id)
-        .bind(ev.outcome.name())
-        .fetch_optional(&mut *conn)
-        .await?;
-        if seen.is_some() {
-            duplicates += 1;
-            continue;
-        }
-        let (request_id, candidate_id, outcome) = (ev.request_id.clone(), ev.candidate_id.clone(), ev.outcome);
-        let seq = insert_event(conn, at_ms, &EventBody::Feedback(ev)).await?;
-        sqlx::query("INSERT INTO feedback_keys (request_id, candidate_id, outcome, seq) VALUES (?1, ?2, ?3, ?4)")
-            .bind(&request_id)
-            .bind(&candidate_id)
-            .bind(outcome.name())
-            .bind(seq)
-            .execute(&mut *conn)
-            .await?;
-        sqlx::query("UPDATE impressions SET has_feedback = 1 WHERE request_id = ?1 AND has_feedback = 0")
-            .bind(&request_id)
-            .execute(&mut *conn)
-            .await?;
-        recorded += 1;
+    if seqs.len() != n {
+        return Err(StoreError::Unavailable(format!("inserted {n} events, got {} seqs back", seqs.len())));
     }
-    Ok(GroupOutcome::Recorded { recorded, duplicates })
+    Ok(seqs)
+}
+
+/// Multi-row `INSERT`s (`head` names the table and columns, `push` binds one row), at most
+/// [`INSERT_ROWS`] rows each.
+async fn insert_rows<T>(
+    conn: &mut SqliteConnection,
+    head: &str,
+    rows: impl Iterator<Item = T>,
+    mut push: impl FnMut(Separated<'_, Sqlite, &'static str>, T),
+) -> Result<(), StoreError> {
+    let mut rows = rows.peekable();
+    while rows.peek().is_some() {
+        let mut q = QueryBuilder::<Sqlite>::new(head);
+        let mut count = 0;
+        q.push_values(rows.by_ref().take(INSERT_ROWS).inspect(|_| count += 1), &mut push);
+        q.build().persistent(count == INSERT_ROWS).execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 type KeyRow = (String, String, Vec<u8>, i64, Option<i64>, Option<i64>);
@@ -263,40 +423,13 @@ impl Store for SqliteStore {
     }
 
     async fn commit(&self, batch: &WriteBatch) -> Result<Vec<GroupOutcome>, StoreError> {
-        let WriteBatch { at_ms, impressions, feedback } = batch;
-        let at_ms = *at_ms;
+        if batch.impressions.is_empty() && batch.feedback.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut plan = CommitPlan::new(batch);
         let (_guard, mut tx) = self.begin_write().await?;
-        // Impressions of this commit, by request id (`None`: known to be missing).
-        let mut served: HashMap<String, Option<Impression>> = HashMap::new();
-        for imp in impressions {
-            let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM impressions WHERE request_id = ?1")
-                .bind(&imp.request_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if exists.is_some() {
-                continue;
-            }
-            let (request_id, user_id) = (imp.request_id.clone(), imp.user_id.clone());
-            let body = EventBody::Impression(imp.clone());
-            let seq = insert_event(&mut tx, at_ms, &body).await?;
-            sqlx::query(
-                "INSERT INTO impressions (request_id, seq, user_id, at_ms, has_feedback) VALUES (?1, ?2, ?3, ?4, 0)",
-            )
-            .bind(&request_id)
-            .bind(seq)
-            .bind(&user_id)
-            .bind(at_ms)
-            .execute(&mut *tx)
-            .await?;
-            if let EventBody::Impression(imp) = body {
-                served.insert(request_id, Some(imp));
-            }
-        }
-        let mut outcomes = Vec::with_capacity(feedback.len());
-        for group in feedback {
-            outcomes.push(record_group(&mut tx, at_ms, group, &mut served).await?);
-        }
-        tx.commit().await?;
+        let outcomes = commit_plan(&mut tx, &mut plan, batch.at_ms).await?;
+        self.finish(tx).await?;
         Ok(outcomes)
     }
 
@@ -309,7 +442,7 @@ impl Store for SqliteStore {
         for body in &events {
             seqs.push(insert_event(&mut tx, at_ms, body).await?);
         }
-        tx.commit().await?;
+        self.finish(tx).await?;
         Ok(seqs)
     }
 
@@ -352,7 +485,7 @@ impl Store for SqliteStore {
             .bind(i64::from(keep))
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
+        self.finish(tx).await?;
         Ok(())
     }
 
@@ -418,7 +551,7 @@ impl Store for SqliteStore {
             feedback += 1;
         }
         let tombstone = insert_event(&mut tx, at_ms, &EventBody::UserErased { user_id: user_id.to_owned() }).await?;
-        tx.commit().await?;
+        self.finish(tx).await?;
         Ok((tombstone, impressions, feedback))
     }
 
@@ -444,7 +577,7 @@ impl Store for SqliteStore {
         };
         let body = EventBody::KeyCreated { key_id: key.id.clone(), scope: key.scope };
         insert_event(&mut tx, key.created_at_ms, &body).await?;
-        tx.commit().await?;
+        self.finish(tx).await?;
         Ok(())
     }
 
@@ -470,7 +603,7 @@ impl Store for SqliteStore {
             return Ok(false);
         }
         insert_event(&mut tx, at_ms, &EventBody::KeyRevoked { key_id: id.to_owned() }).await?;
-        tx.commit().await?;
+        self.finish(tx).await?;
         Ok(true)
     }
 
@@ -486,7 +619,7 @@ impl Store for SqliteStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await?;
+        self.finish(tx).await?;
         Ok(())
     }
 
@@ -506,7 +639,7 @@ impl Store for SqliteStore {
         if done.rows_affected() == 0 {
             return Err(StoreError::Invalid(format!("model version {} exists already", record.version)));
         }
-        tx.commit().await?;
+        self.finish(tx).await?;
         Ok(())
     }
 
@@ -540,7 +673,7 @@ impl Store for SqliteStore {
     async fn delete_model(&self, version: &str) -> Result<bool, StoreError> {
         let (_guard, mut tx) = self.begin_write().await?;
         let done = sqlx::query("DELETE FROM models WHERE version = ?1").bind(version).execute(&mut *tx).await?;
-        tx.commit().await?;
+        self.finish(tx).await?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -570,7 +703,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::{CandidateRecord, Outcome};
+    use crate::events::{CandidateRecord, FeedbackIn, Outcome};
     use crate::features::Features;
 
     #[test]
