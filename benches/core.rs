@@ -1,12 +1,14 @@
 //! Benchmarks of the detection core: extraction plus scoring of realistic candidates, the
 //! FTRL update, and model file write/load.
 
-use criterion::{BenchmarkId, Criterion, Throughput, black_box, criterion_group, criterion_main};
+use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, black_box, criterion_group, criterion_main};
+use guardrank::corpus::{load_dir, parse_corpus_file};
 use guardrank::engine::Detector;
 use guardrank::features::Extractor;
 use guardrank::lang::Language;
 use guardrank::lexer::lex;
 use guardrank::model::{Hyper, Model, read_model, write_model};
+use guardrank::rules::RulePack;
 
 const FIXTURES: &[(&str, Language, &str)] = &[
     ("python", Language::Python, include_str!("fixtures/candidate_py.py")),
@@ -45,6 +47,56 @@ fn assess(c: &mut Criterion) {
     g.finish();
 }
 
+/// Corpus files whose snippets, in order, make the realistic candidates of `throughput`:
+/// distinct code of each language, insecure and secure mixed, no line repeated.
+const CORPUS: &[(&str, Language, &str)] = &[
+    ("python", Language::Python, include_str!("../data/corpus/python/web.toml")),
+    ("javascript", Language::JavaScript, include_str!("../data/corpus/javascript/web.toml")),
+    ("go", Language::Go, include_str!("../data/corpus/go/web.toml")),
+    ("java", Language::Java, include_str!("../data/corpus/java/web.toml")),
+    ("c", Language::C, include_str!("../data/corpus/c/crypto_db.toml")),
+];
+
+/// A candidate of about `size` bytes: whole lines of a corpus file's snippets, in order.
+fn corpus_candidate(toml: &str, size: usize) -> String {
+    let snippets = parse_corpus_file("bench", toml).expect("corpus file parses");
+    let code = snippets.iter().map(|s| s.code.trim_end()).collect::<Vec<_>>().join("\n\n");
+    let mut out = String::with_capacity(size + 100);
+    for line in code.lines() {
+        // Whole lines, within a quarter over `size`; a line too long is skipped while the
+        // candidate is under half of it.
+        if out.len() + line.len() + 1 > size + size / 4 {
+            if out.len() >= size / 2 {
+                break;
+            }
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+        if out.len() >= size - size / 8 {
+            break;
+        }
+    }
+    out
+}
+
+/// Extraction plus scoring (`Detector::assess`: lex, rule scan, features, score) of realistic
+/// candidates from 100 B to 8 KB in five languages, in bytes per second (issue 5).
+fn throughput(c: &mut Criterion) {
+    let det = Detector::builtin().expect("built-in detector");
+    let mut g = c.benchmark_group("throughput");
+    for size in [100usize, 500, 2_000, 8_000] {
+        for (name, lang, toml) in CORPUS {
+            let cand = corpus_candidate(toml, size);
+            g.throughput(Throughput::Bytes(cand.len() as u64));
+            g.bench_with_input(BenchmarkId::new(*name, size), &cand, |b, cand| {
+                b.iter(|| black_box(det.assess(black_box(cand), Some(*lang)).risk));
+            });
+        }
+    }
+    g.finish();
+}
+
 fn stages(c: &mut Criterion) {
     let det = Detector::builtin().expect("built-in detector");
     let ex = Extractor::default();
@@ -58,6 +110,77 @@ fn stages(c: &mut Criterion) {
     g.bench_function("features", |b| b.iter(|| black_box(ex.extract(black_box(&lexed), lang, []).len())));
     let f = ex.extract(&lexed, lang, []);
     g.bench_function("score", |b| b.iter(|| black_box(det.model.score(black_box(&f)))));
+    g.finish();
+}
+
+/// `code` with every identifier it assigns (`name =`, not `==`) renamed to `name_v{k}`: a
+/// realistic text that no matcher cache has seen yet.
+fn renamed(code: &str, k: usize) -> String {
+    let is_word = |c: char| c.is_alphanumeric() || c == '_';
+    let mut words: Vec<(usize, &str)> = Vec::new();
+    let mut start = None;
+    for (i, c) in code.char_indices().chain([(code.len(), ' ')]) {
+        match (start, is_word(c)) {
+            (None, true) => start = Some(i),
+            (Some(s), false) => {
+                words.push((s, &code[s..i]));
+                start = None;
+            }
+            _ => {}
+        }
+    }
+    let assigned = |end: usize| {
+        let rest = code[end..].trim_start_matches([' ', '\t']);
+        rest.starts_with('=') && !rest.starts_with("==") && !rest.starts_with("=>")
+    };
+    let targets: Vec<&str> = words
+        .iter()
+        .filter(|(s, w)| !w.starts_with(|c: char| c.is_ascii_digit()) && assigned(s + w.len()))
+        .map(|(_, w)| *w)
+        .collect();
+    let mut out = String::with_capacity(code.len() + 64);
+    let mut last = 0;
+    for (s, w) in words {
+        out.push_str(&code[last..s]);
+        out.push_str(w);
+        if targets.contains(&w) {
+            out.push_str(&format!("_v{k}"));
+        }
+        last = s + w.len();
+    }
+    out.push_str(&code[last..]);
+    out
+}
+
+/// The cost of rule matching on text the pack has never seen (issue 5): a fresh, warmed-up
+/// pack scans 1,000 distinct corpus snippets with renamed identifiers, each once. Repeating one
+/// text (the `stages` bench) measures only warm matcher caches.
+fn rules_cold(c: &mut Criterion) {
+    let corpus = load_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/corpus")).expect("corpus");
+    let step = (corpus.len() / 1000).max(1);
+    let texts: Vec<(Option<Language>, String)> =
+        corpus.iter().step_by(step).take(1000).enumerate().map(|(k, s)| (s.lang(), renamed(&s.code, k))).collect();
+    let lexed: Vec<_> = texts.iter().map(|(lang, t)| (*lang, lex(t, *lang))).collect();
+    let bytes: usize = texts.iter().map(|(_, t)| t.len()).sum();
+    let mut g = c.benchmark_group("rules-cold");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(lexed.len() as u64));
+    g.bench_function(format!("fresh-pack-{}-distinct-texts-{bytes}B", lexed.len()), |b| {
+        b.iter_batched(
+            || {
+                let pack = RulePack::builtin().expect("built-in rules");
+                pack.warm_up();
+                pack
+            },
+            |pack| {
+                for (lang, lx) in &lexed {
+                    black_box(pack.scan(black_box(lx), *lang).len());
+                }
+                pack
+            },
+            BatchSize::PerIteration,
+        );
+    });
     g.finish();
 }
 
@@ -99,5 +222,5 @@ fn model_file(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, assess, stages, ftrl, model_file);
+criterion_group!(benches, assess, throughput, stages, rules_cold, ftrl, model_file);
 criterion_main!(benches);
