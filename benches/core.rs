@@ -201,6 +201,26 @@ fn ftrl(c: &mut Criterion) {
             }
         });
     });
+    // Production-like: every corpus snippet once (distinct features spread over the whole 2^22
+    // table, 48 MiB of state: most coordinates miss the caches), in a shuffled order, as the
+    // learner applies a log of feedback.
+    let corpus = load_dir(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/corpus")).expect("corpus");
+    let mut labelled: Vec<_> = corpus.iter().map(|s| (det.assess(&s.code, s.lang()).features, s.insecure())).collect();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    for i in (1..labelled.len()).rev() {
+        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        labelled.swap(i, (state >> 33) as usize % (i + 1));
+    }
+    let coords: u64 = labelled.iter().map(|(f, _)| f.len() as u64).sum();
+    let mut model = Model::new(Hyper::default(), "bench");
+    g.throughput(Throughput::Elements(coords));
+    g.bench_function(format!("update-corpus-{}-examples-{coords}-coordinates", labelled.len()), |b| {
+        b.iter(|| {
+            for (f, insecure) in &labelled {
+                model.update(black_box(f), *insecure, 1.0);
+            }
+        });
+    });
     g.finish();
 }
 

@@ -7,6 +7,11 @@
 //! its two accumulators `z` and `n`; we keep it materialised in `w` so scoring is one sparse
 //! dot product. Updates are deterministic: the same events in the same order give the same
 //! weights, bit for bit.
+//!
+//! The three numbers of a coordinate live together in one [`Cell`] (12 bytes; 87.5% of cells
+//! lie within one cache line). With three parallel arrays an update touched three cache lines
+//! per coordinate of a 48 MiB table, each a likely miss; now the scoring pass that precedes an
+//! update brings in the line the update then writes (issue 5).
 
 mod file;
 pub mod metrics;
@@ -44,13 +49,19 @@ pub fn sigmoid(x: f64) -> f64 {
     }
 }
 
+/// One coordinate: FTRL's accumulators and the weight they give.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Cell {
+    z: f32,
+    n: f32,
+    w: f32,
+}
+
 /// A logistic model over a hashed weight space, trained with FTRL-Proximal.
 #[derive(Clone, PartialEq)]
 pub struct Model {
     hyper: Hyper,
-    z: Vec<f32>,
-    n: Vec<f32>,
-    w: Vec<f32>,
+    cells: Vec<Cell>,
     /// Number of updates applied (weighted examples count once each).
     pub examples: u64,
     /// A name for this set of weights (`baseline-…`, `risk-…`).
@@ -75,14 +86,7 @@ impl Model {
         let bits = hyper.bits.clamp(8, 28);
         let hyper = Hyper { bits, ..hyper };
         let size = 1usize << bits;
-        Model {
-            hyper,
-            z: vec![0.0; size],
-            n: vec![0.0; size],
-            w: vec![0.0; size],
-            examples: 0,
-            version: version.into(),
-        }
+        Model { hyper, cells: vec![Cell::default(); size], examples: 0, version: version.into() }
     }
 
     #[must_use]
@@ -95,8 +99,8 @@ impl Model {
     pub fn margin(&self, x: &Features) -> f64 {
         let mut s = f64::from(x.offset);
         for (i, v) in x.idx.iter().zip(&x.val) {
-            if let Some(w) = self.w.get(*i as usize) {
-                s += f64::from(*w) * f64::from(*v);
+            if let Some(c) = self.cells.get(*i as usize) {
+                s += f64::from(c.w) * f64::from(*v);
             }
         }
         s
@@ -121,18 +125,17 @@ impl Model {
         let g_base = ((p - y) as f32) * weight;
         let Hyper { alpha, beta, l1, l2, .. } = self.hyper;
         for (i, v) in x.idx.iter().zip(&x.val) {
-            let i = *i as usize;
-            let (Some(z), Some(n), Some(w)) = (self.z.get(i).copied(), self.n.get(i).copied(), self.w.get(i).copied())
-            else {
+            let Some(c) = self.cells.get_mut(*i as usize) else {
                 continue;
             };
+            let Cell { z, n, w } = *c;
             let g = g_base * v;
             let n_new = n + g * g;
-            let sigma = (n_new.sqrt() - n.sqrt()) / alpha;
+            // `sqrt(n_new)` once for both uses: the same value `ftrl_weight` would compute.
+            let root = n_new.sqrt();
+            let sigma = (root - n.sqrt()) / alpha;
             let z_new = z + g - sigma * w;
-            self.z[i] = z_new;
-            self.n[i] = n_new;
-            self.w[i] = ftrl_weight(z_new, n_new, alpha, beta, l1, l2);
+            *c = Cell { z: z_new, n: n_new, w: weight_of(z_new, root, alpha, beta, l1, l2) };
         }
         self.examples += 1;
         p
@@ -142,7 +145,7 @@ impl Model {
     /// for priors such as the bias of a rule-priors-only model.
     pub fn set_weight(&mut self, index: u32, w: f32) {
         let i = index as usize;
-        if i >= self.w.len() || !w.is_finite() {
+        if i >= self.cells.len() || !w.is_finite() {
             return;
         }
         let Hyper { alpha, beta, l1, l2, .. } = self.hyper;
@@ -154,9 +157,7 @@ impl Model {
         } else {
             0.0
         };
-        self.z[i] = z;
-        self.n[i] = 0.0;
-        self.w[i] = ftrl_weight(z, 0.0, alpha, beta, l1, l2);
+        self.cells[i] = Cell { z, n: 0.0, w: ftrl_weight(z, 0.0, alpha, beta, l1, l2) };
     }
 
     /// Replaces every weight by `f(index, weight)`, keeping each coordinate's accumulated
@@ -164,10 +165,10 @@ impl Model {
     /// setting `z` to the value that gives exactly the new weight. Non-finite results are 0.
     pub fn reweight(&mut self, f: impl Fn(usize, f32) -> f32) {
         let Hyper { alpha, beta, l1, l2, .. } = self.hyper;
-        for i in 0..self.w.len() {
-            let w = f(i, self.w[i]);
+        for (i, c) in self.cells.iter_mut().enumerate() {
+            let w = f(i, c.w);
             let w = if w.is_finite() { w } else { 0.0 };
-            let n = self.n[i];
+            let n = c.n;
             let d = (beta + n.sqrt()) / alpha + l2;
             let z = if w < 0.0 {
                 l1 - w * d
@@ -176,32 +177,31 @@ impl Model {
             } else {
                 0.0
             };
-            self.z[i] = z;
-            self.w[i] = ftrl_weight(z, n, alpha, beta, l1, l2);
+            c.z = z;
+            c.w = ftrl_weight(z, n, alpha, beta, l1, l2);
         }
     }
 
     /// The learned weight of one coordinate.
     #[must_use]
     pub fn weight(&self, index: u32) -> f32 {
-        self.w.get(index as usize).copied().unwrap_or(0.0)
+        self.cells.get(index as usize).map_or(0.0, |c| c.w)
     }
 
     /// Number of coordinates with any state.
     #[must_use]
     pub fn nonzero(&self) -> usize {
-        self.n.iter().filter(|n| **n != 0.0).count()
+        self.cells.iter().filter(|c| c.n != 0.0).count()
     }
 
     /// Sparse state `(index, z, n)` of every touched coordinate, in index order.
     #[must_use]
     pub fn sparse_state(&self) -> Vec<(u32, f32, f32)> {
-        self.z
+        self.cells
             .iter()
-            .zip(&self.n)
             .enumerate()
-            .filter(|(_, (z, n))| **z != 0.0 || **n != 0.0)
-            .map(|(i, (z, n))| (i as u32, *z, *n))
+            .filter(|(_, c)| c.z != 0.0 || c.n != 0.0)
+            .map(|(i, c)| (i as u32, c.z, c.n))
             .collect()
     }
 
@@ -217,7 +217,7 @@ impl Model {
     ) -> Result<Model, String> {
         let mut m = Model::new(hyper, version);
         m.examples = examples;
-        let size = m.z.len();
+        let size = m.cells.len();
         for &(i, z, n) in state {
             let iu = i as usize;
             if iu >= size {
@@ -226,10 +226,8 @@ impl Model {
             if !z.is_finite() || !n.is_finite() || n < 0.0 {
                 return Err(format!("weight {i} has a non-finite or negative accumulator"));
             }
-            m.z[iu] = z;
-            m.n[iu] = n;
             let Hyper { alpha, beta, l1, l2, .. } = m.hyper;
-            m.w[iu] = ftrl_weight(z, n, alpha, beta, l1, l2);
+            m.cells[iu] = Cell { z, n, w: ftrl_weight(z, n, alpha, beta, l1, l2) };
         }
         Ok(m)
     }
@@ -237,7 +235,13 @@ impl Model {
 
 #[inline]
 fn ftrl_weight(z: f32, n: f32, alpha: f32, beta: f32, l1: f32, l2: f32) -> f32 {
-    if z.abs() <= l1 { 0.0 } else { -(z - z.signum() * l1) / ((beta + n.sqrt()) / alpha + l2) }
+    weight_of(z, n.sqrt(), alpha, beta, l1, l2)
+}
+
+/// The weight of accumulators `z` and `n`, given `root` = `sqrt(n)`.
+#[inline]
+fn weight_of(z: f32, root: f32, alpha: f32, beta: f32, l1: f32, l2: f32) -> f32 {
+    if z.abs() <= l1 { 0.0 } else { -(z - z.signum() * l1) / ((beta + root) / alpha + l2) }
 }
 
 #[cfg(test)]
