@@ -286,12 +286,13 @@ impl RulePack {
         RulePack::new(rules)
     }
 
-    /// Builds every language's matchers now (a server does this at start, off the request
-    /// path, so no request pays for it).
+    /// Builds every pattern's ASCII matcher now (a server does this at start, off the request
+    /// path, so no request pays for it). The Unicode matchers, needed only for text with
+    /// non-ASCII characters, are built on first use: built up front they held about as much
+    /// memory again as the ASCII ones, for the few requests that need them.
     pub fn warm_up(&self) {
         for r in &self.rules {
             for p in r.patterns.iter().chain(&r.unless) {
-                let _ = p.matcher(false);
                 let _ = p.matcher(true);
             }
         }
