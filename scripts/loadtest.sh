@@ -19,7 +19,9 @@
 # FEEDBACK_BATCH [50]; CALIBRATION [2s] of feedback load that sizes the feedback pool;
 # FEEDBACK_POOL_FACTOR [2]: pool = calibrated events/s x DURATION x this; DURABILITY [unset:
 # the default, process; "power" for synchronous=FULL]; PORT [0: any free];
-# SKIP_BUILD [0]; KEEP_DATA [0]: keep the data directory and the generated bodies.
+# SKIP_BUILD [0]; KEEP_DATA [0]: keep the data directory and the generated bodies;
+# PERF [unset]: phases to profile with `perf record` (for example "bd"): a flat profile of the
+# server during that phase, reported to target/loadtest/perf-<phase>.txt.
 # Needs: bash, curl, python3 >= 3.11; installs wrk (apt) and oha (cargo install) if missing.
 set -euo pipefail
 
@@ -40,6 +42,7 @@ DURABILITY=${DURABILITY:-}
 PORT=${PORT:-0}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP_DATA=${KEEP_DATA:-0}
+PERF=${PERF:-}
 
 # Far above anything this test sends, so no request is refused with 429 (defaults: per key
 # 2,000/s burst 4,000; per user 50/s burst 100).
@@ -197,6 +200,21 @@ jget() { # FILE KEY...: a value of a JSON file
 # Runs wrk in the background until it ends or every thread has left a marker PREFIX.<n>.done
 # (a thread whose work is done), then ends it with SIGINT so the run lasts no longer than the
 # work.
+# With PERF naming PHASE, samples the server with perf for SECONDS in the background.
+perf_start() { # PHASE SECONDS
+    [[ $PERF == *"$1"* ]] || return 0
+    command -v perf >/dev/null || die "PERF is set but perf is not installed"
+    perf record -q -F 999 -p "$SERVER_PID" -o "$OUT/perf-$1.data" -- sleep "$2" >/dev/null 2>&1 &
+    PERF_PID=$!
+}
+perf_report() { # PHASE
+    [[ $PERF == *"$1"* ]] || return 0
+    wait "$PERF_PID" || true
+    perf report -q -i "$OUT/perf-$1.data" --no-children --sort symbol --percent-limit 0.5 --stdio \
+        >"$OUT/perf-$1.txt" 2>/dev/null || true
+    echo "profile of phase $1: $OUT/perf-$1.txt" >&2
+}
+
 wrk_until_done() {
     local out=$1 prefix=$2
     shift 2
@@ -290,7 +308,9 @@ prepass cold "$RANK_POOL" 0 "$THREADS"
 log "b. POST /v1/rank at saturation: warm-up $WARMUP, then wrk -t$THREADS -c$CONNECTIONS -d$DURATION"
 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" -H "$AUTH" -s "$LUA/rank.lua" "$BASE/v1/rank" -- "$WORK/rank_bodies.jsonl" >"$WORK/rank_warmup.txt" 2>&1
 wrk_result "$WORK/rank_warmup.txt" "$WORK/rank_warmup.json" "rank warm-up"
+perf_start b "$(seconds "$DURATION")"
 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -H "$AUTH" -s "$LUA/rank.lua" "$BASE/v1/rank" -- "$WORK/rank_bodies.jsonl" >"$WORK/rank.txt" 2>&1
+perf_report b
 wrk_result "$WORK/rank.txt" "$WORK/rank.json" rank
 RANK_RPS=$(jget "$WORK/rank.json" rps)
 echo "rank: $RANK_RPS req/s" >&2
@@ -340,7 +360,9 @@ cat "$WORK/feedback_main_pool.json" >&2
 sleep 0.2 # the pre-pass's last impressions reach the store (impression_flush_ms = 50 by default)
 metrics >"$WORK/metrics_before.txt"
 log "d. POST /v1/feedback: wrk -t$THREADS -c$CONNECTIONS -d$DURATION"
+perf_start d "$(seconds "$DURATION")"
 feedback_run main "$DURATION"
+perf_report d
 metrics >"$WORK/metrics_after.txt"
 LAG_AT_END=$(metric_sum "$WORK/metrics_after.txt" guardrank_learner_lag_events)
 EV_BEFORE=$(metric_sum "$WORK/metrics_before.txt" guardrank_feedback_events_total)
