@@ -11,6 +11,8 @@
 //! - [`features`]: hashed sparse features in namespaces, with a stable murmur3 hash.
 //! - [`model`]: logistic regression trained online with FTRL-Proximal; the model file format;
 //!   evaluation metrics.
+//! - [`abuse`]: usage-pattern monitoring (robust z-scores against the population) that sets
+//!   users' trust, and the poisoning defence of learning from feedback ([`abuse::guard`]).
 //! - [`engine`]: rules + features + model → an [`engine::Assessment`] of one snippet.
 //! - [`scan`]: whole files: suppressions, baselines, windowed scoring.
 //! - [`train`]: seeded multi-pass fitting; [`corpus`]: the labelled corpus and its split.
@@ -36,6 +38,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod abuse;
 pub mod batch;
 pub mod cli;
 pub mod corpus;

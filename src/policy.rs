@@ -9,6 +9,8 @@
 //! loosens protection. Counts decay with a half-life measured in event time (the time each
 //! event was appended), so replaying a log gives the same policy on any machine.
 
+use crate::abuse::Usage;
+use crate::abuse::guard::LabelBudget;
 use crate::events::Outcome;
 use serde::{Deserialize, Serialize};
 
@@ -58,8 +60,8 @@ pub fn user_key(user_id: &str) -> u64 {
     u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
 }
 
-/// What the user did, decayed, plus plain counts for display. Compact (56 bytes): a million
-/// of them are kept in memory.
+/// What the user did, decayed, plus plain counts for display, usage signals and the label
+/// budget. Compact (about 96 bytes): a million of them are kept in memory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PolicyState {
     pub rejected_risky: f32,
@@ -69,8 +71,13 @@ pub struct PolicyState {
     /// Time of the last event applied (ms since the epoch); decay runs from it.
     pub last_ms: i64,
     pub counts: Counts,
-    /// Trust in [0, 1]; 1 unless the abuse monitor lowers it.
+    /// Trust in [0, 1]; 1 unless the abuse monitor lowers it. The learner stores the trust of
+    /// the user's last request; readers recompute it at the log's clock (see `crate::abuse`).
     pub trust: f32,
+    /// Decayed usage counts (requests, risky prompts, blocked, repeats) for the abuse monitor.
+    pub usage: Usage,
+    /// Label weight spent in the current window (poisoning defence).
+    pub labels: LabelBudget,
 }
 
 /// Plain (undecayed) feedback counts, as the policy endpoint shows them.
@@ -111,6 +118,8 @@ impl Default for PolicyState {
             last_ms: 0,
             counts: Counts::default(),
             trust: 1.0,
+            usage: Usage::default(),
+            labels: LabelBudget::default(),
         }
     }
 }
@@ -269,6 +278,11 @@ mod tests {
         let keys: std::collections::HashSet<u64> =
             (0..1_000_000u32).map(|i| user_key(&format!("user-{i:07}@synth.example"))).collect();
         assert_eq!(keys.len(), 1_000_000);
+    }
+
+    #[test]
+    fn a_policy_state_stays_compact_for_a_million_users() {
+        assert!(std::mem::size_of::<PolicyState>() <= 96, "{}", std::mem::size_of::<PolicyState>());
     }
 
     #[test]

@@ -244,9 +244,9 @@ async fn read_logged(store: &dyn Store, weights: &LabelWeights) -> anyhow::Resul
 /// (what serves, with online learning), else the live registry version, else the built-in.
 async fn live_model(store: Option<&dyn Store>) -> anyhow::Result<(Model, String)> {
     if let Some(store) = store {
-        if let Some((seq, model, _)) = crate::server::learner::load_newest_snapshot(store).await {
-            let v = model.version.clone();
-            return Ok((model, format!("{v} with online learning (snapshot at event {seq})")));
+        if let Some(snap) = crate::server::snapshot::load_newest_snapshot(store).await {
+            let v = snap.model.version.clone();
+            return Ok((snap.model, format!("{v} with online learning (snapshot at event {})", snap.seq)));
         }
         if let Some((_, a)) = store.last_activation().await.context("reading the live version")? {
             let m = crate::registry::load(store, &a.version).await.context("loading the live version")?;

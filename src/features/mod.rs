@@ -130,6 +130,12 @@ impl Extractor {
         self.h(NS_RULE, rule_id.as_bytes())
     }
 
+    /// The coordinate of a severity's feature (shared by every rule of that severity).
+    #[must_use]
+    pub fn severity_index(&self, severity: Severity) -> u32 {
+        self.h(NS_SEV, severity.name().as_bytes())
+    }
+
     /// Extracts the features of lexed code given the rules that hit it (each rule once).
     #[must_use]
     pub fn extract<'r>(

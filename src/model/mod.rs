@@ -182,6 +182,56 @@ impl Model {
         }
     }
 
+    /// The state `(z, n, w)` of the given coordinates, to undo an update with
+    /// [`Model::restore`].
+    #[must_use]
+    pub fn save(&self, idx: &[u32]) -> Vec<(f32, f32, f32)> {
+        idx.iter()
+            .map(|&i| {
+                let i = i as usize;
+                (
+                    self.z.get(i).copied().unwrap_or(0.0),
+                    self.n.get(i).copied().unwrap_or(0.0),
+                    self.w.get(i).copied().unwrap_or(0.0),
+                )
+            })
+            .collect()
+    }
+
+    /// Puts back coordinates saved by [`Model::save`] and uncounts the update made since.
+    pub fn restore(&mut self, idx: &[u32], saved: &[(f32, f32, f32)]) {
+        for (&i, &(z, n, w)) in idx.iter().zip(saved) {
+            let i = i as usize;
+            if i < self.w.len() {
+                self.z[i] = z;
+                self.n[i] = n;
+                self.w[i] = w;
+            }
+        }
+        self.examples = self.examples.saturating_sub(1);
+    }
+
+    /// Raises one coordinate's weight to `floor` if it is below, keeping its accumulated
+    /// squared gradients (as [`Model::reweight`] does), so learning continues from the floor.
+    pub fn raise_to(&mut self, index: u32, floor: f32) {
+        let i = index as usize;
+        if i >= self.w.len() || !floor.is_finite() || self.w[i] >= floor {
+            return;
+        }
+        let Hyper { alpha, beta, l1, l2, .. } = self.hyper;
+        let n = self.n[i];
+        let d = (beta + n.sqrt()) / alpha + l2;
+        let z = if floor < 0.0 {
+            l1 - floor * d
+        } else if floor > 0.0 {
+            -floor * d - l1
+        } else {
+            0.0
+        };
+        self.z[i] = z;
+        self.w[i] = ftrl_weight(z, n, alpha, beta, l1, l2);
+    }
+
     /// The learned weight of one coordinate.
     #[must_use]
     pub fn weight(&self, index: u32) -> f32 {

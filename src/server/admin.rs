@@ -123,7 +123,9 @@ pub async fn reset_policy(
     let seq = seqs.first().copied().unwrap_or(0);
     wait_applied(&state, seq).await;
     tracing::info!(by = %caller.key_id, seq, "policy reset");
-    Ok(Json(serde_json::json!({ "user_id": user_id, "reset": true, "seq": seq })))
+    // Trust, usage counts and the label budget live in the policy state: the reset clears them.
+    let trust = f64::from(state.policy_state(&user_id).trust);
+    Ok(Json(serde_json::json!({ "user_id": user_id, "reset": true, "seq": seq, "trust": trust })))
 }
 
 /// `DELETE /admin/users/{user_id}`: erase a user's impressions, feedback links and policy.
@@ -274,6 +276,10 @@ pub fn state_checksum(state: &AppState) -> (String, usize, usize) {
         buf.extend_from_slice(&u.to_le_bytes());
         buf.extend_from_slice(&serde_json::to_vec(p).unwrap_or_default());
     }
+    if let Ok(keys) = state.shared.key_usage.read() {
+        buf.extend_from_slice(&serde_json::to_vec(&*keys).unwrap_or_default());
+    }
+    buf.extend_from_slice(&serde_json::to_vec(&state.shared.population()).unwrap_or_default());
     let sum = format!("{:08x}{:08x}", murmur3_32(&buf, 0x5eed_0001), murmur3_32(&buf, 0x5eed_0002));
     (sum, entries.len(), users.len())
 }

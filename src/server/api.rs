@@ -241,6 +241,24 @@ pub struct PolicyResponse {
     pub trust: f64,
     pub feedback: FeedbackCounts,
     pub explanation: String,
+    /// What the abuse monitor sees (an extension of the v1 contract).
+    pub usage: UsageOut,
+}
+
+/// The abuse monitor's view of a user: decayed signals, their robust z-scores against the
+/// population, the anomaly score and the rate-limit tier it gives.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UsageOut {
+    /// Requests in the decayed window (counts halve every `abuse_half_life_hours`).
+    pub recent_requests: f64,
+    /// Shares of recent requests, smoothed towards the population median.
+    pub risky_prompt_share: f64,
+    pub blocked_share: f64,
+    pub repeat_share: f64,
+    /// Weighted sum of the positive robust z-scores.
+    pub anomaly_score: f64,
+    /// `full`, `reduced` or `minimal`.
+    pub rate_limit_tier: String,
 }
 
 /// `POST /admin/keys` body.

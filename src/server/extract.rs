@@ -21,8 +21,13 @@ fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
         .ok_or_else(|| ApiError::unauthorized("the Authorization header must be \"Bearer <key>\""))?;
     let caller =
         state.shared.keys.authenticate(token).ok_or_else(|| ApiError::unauthorized("unknown or revoked key"))?;
-    if let Err(wait) = state.key_limiter.check(&caller.key_id, state.clock_s()) {
-        return Err(ApiError::rate_limited(wait.ceil() as u64, "rate limit of this key exceeded"));
+    let trust = state.shared.key_trust(&caller.key_id);
+    if let Err((wait, tier)) = state.key_limiter.check(&caller.key_id, trust, state.clock_s()) {
+        metrics::counter!("guardrank_rate_limited_total", "scope" => "key", "tier" => tier.name()).increment(1);
+        return Err(ApiError::rate_limited(
+            wait.ceil() as u64,
+            format!("rate limit of this key exceeded (rate-limit tier {})", tier.name()),
+        ));
     }
     Ok(caller)
 }

@@ -6,13 +6,23 @@
 //! drop a policy; key events update the key ring. Handlers read weights and policies under
 //! read locks that the learner takes for writing only briefly, once per batch of events.
 //! Snapshots record the state with the sequence number of the last event applied.
+//!
+//! Impressions feed the abuse monitor (`crate::abuse`): each one updates its user's and its
+//! key's usage counts at the event's time, and every `abuse_population_every_s` of event time
+//! the population statistics are recomputed from the users' counts. All of it is a function of
+//! the log, so replicas and replays agree. Feedback teaches the model through the poisoning
+//! guard (`crate::abuse::guard`): weighted by the sender's trust, within their label budget,
+//! above the floors of high and critical rules.
 
+use super::ratelimit::Tier;
+use super::snapshot::take_snapshot;
 use super::state::Shared;
-use crate::events::{Event, EventBody, FeedbackEvent, ModelActivation};
-use crate::model::{Model, read_model, write_model};
-use crate::policy::{LabelWeights, PolicyState, label, user_key};
-use crate::store::{Store, codec};
-use serde::{Deserialize, Serialize};
+use crate::abuse::guard::{self, Learned, Source};
+use crate::abuse::{Population, RequestSignal, Usage, shape};
+use crate::events::{Event, EventBody, FeedbackEvent, Impression, ModelActivation};
+use crate::model::Model;
+use crate::policy::{PolicyState, label, user_key};
+use crate::store::Store;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -23,16 +33,6 @@ use tokio::sync::Notify;
 const BATCH: u32 = 2000;
 /// Events applied per write-lock acquisition.
 const LOCK_CHUNK: usize = 64;
-
-/// What a snapshot holds.
-#[derive(Serialize, Deserialize)]
-pub struct Snapshot {
-    pub seq: i64,
-    /// The model in the model file format (magic, versions, checksum).
-    pub model: Vec<u8>,
-    /// By user key, in key order.
-    pub policies: Vec<(u64, PolicyState)>,
-}
 
 /// Applies a batch of events to the shared state. Pure with respect to I/O: returns the ids
 /// of keys created in the batch, which the caller loads from the store (their hashes are not
@@ -51,34 +51,126 @@ pub fn apply(shared: &Shared, events: &[Event]) -> Vec<String> {
 
 fn apply_chunk(shared: &Shared, events: &[Event], created: &mut Vec<String>) {
     let cfg = shared.policy_cfg;
-    let weights = shared.label_weights;
     let mut model = shared.model.write().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut policies = shared.policies.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut pop = shared.population();
     for e in events {
+        shared.log_ms.fetch_max(e.at_ms, Ordering::AcqRel);
+        if (e.at_ms - pop.at_ms) as f64 >= shared.abuse_cfg.population_every_s * 1000.0 {
+            pop = population(shared, &policies, e.at_ms);
+            if let Ok(mut p) = shared.population.write() {
+                *p = pop;
+            }
+        }
         match &e.body {
             EventBody::Feedback(f) => {
-                learn(&mut model, f, &weights);
+                let budget = f.user_id.as_ref().map(|u| policies.entry(user_key(u)).or_default());
+                learn_online(shared, &mut model, f, budget, &pop, e.at_ms);
                 if let Some(user) = &f.user_id {
                     policies.entry(user_key(user)).or_default().observe(&cfg, f.outcome, f64::from(f.risk), e.at_ms);
                 }
                 metrics::counter!("guardrank_feedback_applied_total", "outcome" => f.outcome.name()).increment(1);
             }
+            EventBody::Impression(i) => {
+                let signal = request_signal(i);
+                let acfg = &shared.abuse_cfg;
+                let st = policies.entry(user_key(&i.user_id)).or_default();
+                st.usage.observe(acfg, &signal, e.at_ms);
+                st.trust = crate::abuse::trust(acfg, &pop, &st.usage, e.at_ms) as f32;
+                if let Ok(mut keys) = shared.key_usage.write() {
+                    keys.entry(i.key_id.clone()).or_default().observe(acfg, &signal, e.at_ms);
+                }
+            }
+            // A reset also clears trust, usage counts and the label budget: a wrongly flagged
+            // user starts afresh.
             EventBody::PolicyReset { user_id } | EventBody::UserErased { user_id } => {
                 policies.remove(&user_key(user_id));
             }
             EventBody::KeyRevoked { key_id } => shared.keys.revoke(key_id),
             EventBody::KeyCreated { key_id, .. } => created.push(key_id.clone()),
             // Switched by the caller (`apply_log`), which needs the store.
-            EventBody::Impression(_) | EventBody::ModelActivated(_) => {}
+            EventBody::ModelActivated(_) => {}
         }
     }
 }
 
-/// One feedback event's lesson for the model (label semantics of `policy::label`).
-fn learn(model: &mut Model, f: &FeedbackEvent, weights: &LabelWeights) {
-    if let Some((insecure, w)) = label(f.outcome, f.flagged, weights) {
-        model.update(&f.features, insecure, w);
+/// What an impression says about usage.
+fn request_signal(i: &Impression) -> RequestSignal {
+    RequestSignal {
+        prompt_risk: f64::from(i.prompt_risk),
+        max_risk: i.candidates.iter().map(|c| f64::from(c.risk)).fold(0.0, f64::max),
+        shape: shape(f64::from(i.prompt_risk), i.candidates.iter().map(|c| &c.features.idx[..])),
     }
+}
+
+/// Users sampled for the population statistics at most (a deterministic stride over the key
+/// order beyond it, so a million users cost a few milliseconds, not a sort of a million).
+const POPULATION_SAMPLE: usize = 100_000;
+
+/// Recomputes the population statistics at event time `at_ms`, and the trust gauges.
+fn population(shared: &Shared, policies: &BTreeMap<u64, PolicyState>, at_ms: i64) -> Population {
+    let stride = policies.len().div_ceil(POPULATION_SAMPLE).max(1);
+    let cfg = &shared.abuse_cfg;
+    let pop = Population::compute(cfg, policies.values().step_by(stride).map(|p| &p.usage), at_ms);
+    // Trust gauges, estimated from the same sample (each sampled user stands for `stride`).
+    let mut by_tier = [0u64; 3];
+    let mut reduced = 0u64;
+    let weight = stride as u64;
+    for p in policies.values().step_by(stride).filter(|p| p.usage.requests > 0.0) {
+        let t = crate::abuse::trust(cfg, &pop, &p.usage, at_ms);
+        reduced += weight * u64::from(t < 1.0);
+        by_tier[shared.tiers.of(t) as usize] += weight;
+    }
+    metrics::gauge!("guardrank_users_reduced_trust").set(reduced as f64);
+    for (tier, n) in [Tier::Full, Tier::Reduced, Tier::Minimal].into_iter().zip(by_tier) {
+        metrics::gauge!("guardrank_users_by_trust_tier", "tier" => tier.name()).set(n as f64);
+    }
+    metrics::gauge!("guardrank_abuse_population_users").set(f64::from(pop.users));
+    pop
+}
+
+/// One feedback event's lesson for the model, online: label semantics of `policy::label`,
+/// weighted by the sender's trust at the event's time, within their label budget, through
+/// the poisoning guard. Feedback of an erased user (no user id) keeps its weight.
+fn learn_online(
+    shared: &Shared,
+    model: &mut Model,
+    f: &FeedbackEvent,
+    sender: Option<&mut PolicyState>,
+    pop: &Population,
+    at_ms: i64,
+) {
+    let Some((insecure, w)) = label(f.outcome, f.flagged, &shared.label_weights) else { return };
+    let g = &shared.guard_cfg;
+    let w = match sender {
+        Some(st) => {
+            let trust = crate::abuse::trust(&shared.abuse_cfg, pop, &st.usage, at_ms);
+            let wanted = w * g.trust_factor(trust);
+            let granted = st.labels.grant(g, at_ms, wanted);
+            if granted < w {
+                metrics::counter!("guardrank_label_weight_withheld_total").increment(1);
+            }
+            granted
+        }
+        None => w,
+    };
+    guarded(shared, model, f, insecure, w);
+}
+
+fn guarded(shared: &Shared, model: &mut Model, f: &FeedbackEvent, insecure: bool, w: f32) {
+    // Reviewer verdicts (the review queue) should call `guard::learn` with `Source::Reviewer`.
+    let r = guard::learn(model, &f.features, insecure, w, &shared.protected, &shared.guard_cfg, Source::User);
+    if r == Learned::Refused {
+        metrics::counter!("guardrank_labels_refused_total").increment(1);
+    }
+}
+
+/// A feedback event re-applied to a newly activated model: weighted by the sender's trust as
+/// the learner knows it now (budgets are not re-spent), through the guard.
+fn relearn(shared: &Shared, model: &mut Model, f: &FeedbackEvent, usage: Option<Usage>) {
+    let Some((insecure, w)) = label(f.outcome, f.flagged, &shared.label_weights) else { return };
+    let trust = usage.map_or(1.0, |u| shared.trust(&u));
+    guarded(shared, model, f, insecure, w * shared.guard_cfg.trust_factor(trust));
 }
 
 /// Applies events like [`apply`], and at each `ModelActivated` event switches to the version
@@ -118,7 +210,6 @@ async fn switch_model(shared: &Shared, store: &dyn Store, a: &ModelActivation, a
         metrics::counter!("guardrank_model_switch_failures_total").increment(1);
         return;
     }
-    let weights = shared.label_weights;
     let mut after = a.trained_through_seq;
     let mut relearned = 0u64;
     'tail: loop {
@@ -136,7 +227,11 @@ async fn switch_model(shared: &Shared, store: &dyn Store, a: &ModelActivation, a
                 break 'tail;
             }
             if let EventBody::Feedback(f) = &e.body {
-                learn(&mut model, f, &weights);
+                let usage = f
+                    .user_id
+                    .as_ref()
+                    .and_then(|u| shared.policies.read().ok().and_then(|p| p.get(&user_key(u)).map(|s| s.usage)));
+                relearn(shared, &mut model, f, usage);
                 relearned += 1;
             }
             after = e.seq;
@@ -156,70 +251,6 @@ async fn switch_model(shared: &Shared, store: &dyn Store, a: &ModelActivation, a
     metrics::gauge!("guardrank_model_info", "version" => version).set(1.0);
     metrics::counter!("guardrank_model_switches_total").increment(1);
     drop(old);
-}
-
-/// Encodes the current state as a snapshot blob.
-///
-/// # Errors
-/// Encoding failed.
-pub fn snapshot_blob(shared: &Shared) -> Result<(i64, Vec<u8>), String> {
-    let model = shared.model.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let policies = shared.policies.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let seq = shared.applied_seq.load(Ordering::Acquire);
-    let mut m = Vec::new();
-    write_model(&model, &mut m).map_err(|e| e.to_string())?;
-    let ps: Vec<(u64, PolicyState)> = policies.iter().map(|(k, v)| (*k, v.clone())).collect();
-    let snap = Snapshot { seq, model: m, policies: ps };
-    Ok((seq, codec::encode(&snap)?))
-}
-
-/// Decodes a snapshot blob into a model and policies.
-///
-/// # Errors
-/// The blob or its model does not decode (wrong extractor version included).
-pub fn decode_snapshot(blob: &[u8]) -> Result<(i64, Model, BTreeMap<u64, PolicyState>), String> {
-    let snap: Snapshot = codec::decode(blob)?;
-    let model = read_model(&snap.model[..]).map_err(|e| e.to_string())?;
-    Ok((snap.seq, model, snap.policies.into_iter().collect()))
-}
-
-/// Loads the newest snapshot that decodes; `None` when there is none.
-pub async fn load_newest_snapshot(store: &dyn Store) -> Option<(i64, Model, BTreeMap<u64, PolicyState>)> {
-    let list = match store.list_snapshots().await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot list snapshots; replaying the whole log");
-            return None;
-        }
-    };
-    for info in list {
-        match store.load_snapshot(info.seq).await {
-            Ok(Some(blob)) => match tokio::task::spawn_blocking(move || decode_snapshot(&blob)).await {
-                Ok(Ok(s)) => return Some(s),
-                Ok(Err(e)) => tracing::warn!(seq = info.seq, error = %e, "snapshot unusable; trying an older one"),
-                Err(e) => tracing::warn!(error = %e, "snapshot decoding failed"),
-            },
-            Ok(None) => {}
-            Err(e) => tracing::warn!(seq = info.seq, error = %e, "cannot load snapshot"),
-        }
-    }
-    None
-}
-
-/// Writes a snapshot of the current state (off the async workers for the encoding).
-pub async fn take_snapshot(shared: &Arc<Shared>, store: &dyn Store, now_ms: i64) {
-    let s = Arc::clone(shared);
-    match tokio::task::spawn_blocking(move || snapshot_blob(&s)).await {
-        Ok(Ok((seq, blob))) => {
-            let bytes = blob.len();
-            match store.save_snapshot(seq, now_ms, blob, shared.snapshots_kept).await {
-                Ok(()) => tracing::info!(seq, bytes, "snapshot saved"),
-                Err(e) => tracing::warn!(error = %e, "snapshot not saved"),
-            }
-        }
-        Ok(Err(e)) => tracing::warn!(error = %e, "snapshot not encoded"),
-        Err(e) => tracing::warn!(error = %e, "snapshot task failed"),
-    }
 }
 
 /// Runs the learner until `stop` is notified and the log is drained. `caught_up_to` is the
@@ -293,3 +324,7 @@ async fn run(shared: Arc<Shared>, store: Arc<dyn Store>, committed: Arc<Notify>,
         }
     }
 }
+
+#[cfg(test)]
+#[path = "learner_tests.rs"]
+mod tests;

@@ -15,9 +15,11 @@ pub mod openapi;
 pub mod ratelimit;
 pub mod routes;
 pub mod settings;
+pub mod snapshot;
 pub mod state;
 pub mod writer;
 
+use crate::abuse::guard::Protected;
 use crate::engine::BUILTIN_MODEL;
 use crate::events::Scope;
 use crate::model::{Hyper, Model, read_model};
@@ -236,22 +238,19 @@ impl Application {
             initial_keys(store.as_ref(), &keys, &settings).await?;
         }
 
-        let (mut model, degraded) = base_model(&settings);
-        let mut policies = std::collections::BTreeMap::new();
-        let mut applied = 0;
-        if let Some((seq, m, p)) = learner::load_newest_snapshot(store.as_ref()).await {
-            tracing::info!(seq, users = p.len(), "snapshot loaded");
-            if !degraded {
-                model = m;
-            }
-            policies = p;
-            applied = seq;
+        let (model, degraded) = base_model(&settings);
+        let mut restored = None;
+        if let Some(r) = snapshot::load_newest_snapshot(store.as_ref()).await {
+            tracing::info!(seq = r.seq, users = r.policies.len(), "snapshot loaded");
+            restored = Some(r);
         }
+        let rules = RulePack::builtin()?;
         let target = store.last_seq().await?;
-        let shared = Arc::new(Shared {
+        let mut shared = Shared {
+            protected: Protected::from_rules(rules.rules(), model.hyper().bits, settings.label_rule_floor),
             model: RwLock::new(model),
-            policies: RwLock::new(policies),
-            applied_seq: AtomicI64::new(applied),
+            policies: RwLock::new(std::collections::BTreeMap::new()),
+            applied_seq: AtomicI64::new(0),
             replay_target: AtomicI64::new(target),
             ready: AtomicBool::new(false),
             policy_cfg: settings.policy(),
@@ -260,7 +259,26 @@ impl Application {
             snapshot_every: settings.snapshot_every,
             snapshots_kept: settings.snapshots_kept,
             tail_interval: Duration::from_millis(100),
-        });
+            abuse_cfg: settings.abuse(),
+            guard_cfg: settings.guard(),
+            tiers: settings.tiers(),
+            key_usage: RwLock::new(std::collections::BTreeMap::new()),
+            population: RwLock::new(crate::abuse::Population::reference()),
+            log_ms: AtomicI64::new(0),
+        };
+        if let Some(r) = restored {
+            if !degraded {
+                shared.protected =
+                    Protected::from_rules(rules.rules(), r.model.hyper().bits, settings.label_rule_floor);
+                shared.model = RwLock::new(r.model);
+            }
+            shared.policies = RwLock::new(r.policies);
+            shared.key_usage = RwLock::new(r.keys);
+            shared.population = RwLock::new(r.population);
+            shared.log_ms = AtomicI64::new(r.log_ms);
+            shared.applied_seq = AtomicI64::new(r.seq);
+        }
+        let shared = Arc::new(shared);
         let committed = Arc::new(Notify::new());
         let (writer, writer_task) = writer::spawn(
             Arc::clone(&store),
@@ -279,9 +297,19 @@ impl Application {
         .map_err(|e| StartError::Io(format!("starting the learner thread: {e}")))?;
         let state = Arc::new(AppState {
             shared,
-            key_limiter: ratelimit::Limiter::new(settings.rate_limit_key_per_s, settings.rate_limit_key_burst),
-            user_limiter: ratelimit::Limiter::new(settings.rate_limit_user_per_s, settings.rate_limit_user_burst),
-            rules: ArcSwap::from_pointee(RulePack::builtin()?),
+            key_limiter: ratelimit::TieredLimiter::new(
+                settings.rate_limit_key_per_s,
+                settings.rate_limit_key_burst,
+                settings.tiers(),
+                settings.rate_limit_replicas,
+            ),
+            user_limiter: ratelimit::TieredLimiter::new(
+                settings.rate_limit_user_per_s,
+                settings.rate_limit_user_burst,
+                settings.tiers(),
+                settings.rate_limit_replicas,
+            ),
+            rules: ArcSwap::from_pointee(rules),
             prompt_rules: Arc::new(RulePack::builtin_prompt()?),
             committed,
             writer,

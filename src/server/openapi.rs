@@ -37,7 +37,7 @@ impl Modify for BearerAuth {
     ),
     components(schemas(
         api::RankRequest, api::CandidateIn, api::RankResponse, api::CandidateOut, api::PolicyBrief, api::PromptOut,
-        api::FeedbackRequest, api::FeedbackItem, api::FeedbackResponse, api::PolicyResponse, api::FeedbackCounts,
+        api::FeedbackRequest, api::FeedbackItem, api::FeedbackResponse, api::PolicyResponse, api::FeedbackCounts, api::UsageOut,
         api::KeyCreateRequest, api::KeyInfo, api::KeyCreated,
     )),
     modifiers(&BearerAuth)

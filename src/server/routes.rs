@@ -2,7 +2,7 @@
 
 use super::api::{
     CandidateOut, FeedbackCounts, FeedbackRequest, FeedbackResponse, PolicyBrief, PolicyResponse, PromptOut, RankInput,
-    RankRequest, RankResponse, check_user_id, validate_feedback,
+    RankRequest, RankResponse, UsageOut, check_user_id, validate_feedback,
 };
 use super::error::{ApiError, ApiJson};
 use super::extract::Plugin;
@@ -70,10 +70,15 @@ pub async fn rank(
     ApiJson(req): ApiJson<RankRequest>,
 ) -> Result<Json<RankResponse>, ApiError> {
     let input = req.validate()?;
-    if let Err(wait) = state.user_limiter.check(&input.user_id, state.clock_s()) {
-        return Err(ApiError::rate_limited(wait.ceil() as u64, "too many requests for this user"));
+    let pstate = state.policy_state(&input.user_id);
+    if let Err((wait, tier)) = state.user_limiter.check(&input.user_id, f64::from(pstate.trust), state.clock_s()) {
+        metrics::counter!("guardrank_rate_limited_total", "scope" => "user", "tier" => tier.name()).increment(1);
+        return Err(ApiError::rate_limited(
+            wait.ceil() as u64,
+            format!("too many requests for this user (rate-limit tier {})", tier.name()),
+        ));
     }
-    let policy: Policy = state.policy_state(&input.user_id).policy(&state.shared.policy_cfg);
+    let policy: Policy = pstate.policy(&state.shared.policy_cfg);
     let total: usize =
         input.texts.iter().map(String::len).sum::<usize>() + input.prompt.as_ref().map_or(0, String::len);
     let (input, scored) = if total > INLINE_SCORING_BYTES {
@@ -126,6 +131,7 @@ pub async fn rank(
         });
     }
     metrics::counter!("guardrank_candidates_scored_total").increment(out.len() as u64);
+    metrics::histogram!("guardrank_prompt_risk").record(scored.prompt_risk);
     metrics::counter!("guardrank_candidates_blocked_total").increment(blocked);
     let imp = Impression {
         request_id: rid.clone(),
@@ -185,6 +191,22 @@ pub fn policy_response(state: &AppState, user_id: &str) -> PolicyResponse {
     let cfg = &state.shared.policy_cfg;
     let p = s.policy(cfg);
     let c = s.counts;
+    let a = state.shared.assess(&s.usage);
+    let mut explanation = s.explain(cfg);
+    let why = crate::abuse::explain(&a);
+    if s.usage.requests > 0.0 && !why.is_empty() {
+        explanation.push_str("; ");
+        explanation.push_str(&why);
+    }
+    let round3 = |x: f64| (x * 1000.0).round() / 1000.0;
+    let usage = UsageOut {
+        recent_requests: round3(f64::from(s.usage.decayed(&state.shared.abuse_cfg, state.shared.log_ms()).requests)),
+        risky_prompt_share: round3(a.signals.risky),
+        blocked_share: round3(a.signals.blocked),
+        repeat_share: round3(a.signals.repeats),
+        anomaly_score: round3(if s.usage.requests > 0.0 { a.score } else { 0.0 }),
+        rate_limit_tier: state.shared.tiers.of(p.trust).name().to_string(),
+    };
     PolicyResponse {
         user_id: user_id.to_string(),
         temperature: p.temperature,
@@ -199,7 +221,8 @@ pub fn policy_response(state: &AppState, user_id: &str) -> PolicyResponse {
             reported_insecure: u64::from(c.reported_insecure),
             reported_safe: u64::from(c.reported_safe),
         },
-        explanation: s.explain(cfg),
+        explanation,
+        usage,
     }
 }
 

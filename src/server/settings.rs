@@ -2,6 +2,9 @@
 //! overrides for known settings only, validated once at start. The loader takes the
 //! environment as a parameter, so tests pass their own.
 
+use super::ratelimit::Tiers;
+use crate::abuse::AbuseConfig;
+use crate::abuse::guard::GuardConfig;
 use crate::policy::{LabelWeights, PolicyConfig};
 use crate::store::Durability;
 use serde::{Deserialize, Serialize};
@@ -62,6 +65,39 @@ pub struct Settings {
     pub label_weight_reported: f32,
     pub label_weight_accepted: f32,
     pub label_weight_rejected_flagged: f32,
+    /// Each replica enforces 1/N of every rate limit (N replicas behind a load balancer).
+    pub rate_limit_replicas: u32,
+    /// Trust below this puts a user or key in the reduced rate-limit tier.
+    pub trust_tier_reduced_below: f64,
+    /// Trust below this puts a user or key in the minimal tier.
+    pub trust_tier_minimal_below: f64,
+    /// Fraction of the full rate and burst in the reduced tier.
+    pub rate_limit_reduced_factor: f64,
+    /// Fraction of the full rate and burst in the minimal tier.
+    pub rate_limit_minimal_factor: f64,
+    /// Usage counts of the abuse monitor halve every this many hours (event time).
+    pub abuse_half_life_hours: f64,
+    /// Prompt risk at or above which a request counts as risky.
+    pub abuse_risky_prompt_at: f64,
+    /// Pseudo-requests at the population median each user's shares start from.
+    pub abuse_prior_strength: f64,
+    /// Active users needed before the population statistics replace the reference.
+    pub abuse_min_population: u32,
+    /// Anomaly score (sum of weighted robust z-scores) up to which trust stays 1.
+    pub abuse_tolerance: f64,
+    /// Trust reaches 0 at `abuse_tolerance + abuse_span`.
+    pub abuse_span: f64,
+    /// Seconds of event time between recomputations of the population statistics.
+    pub abuse_population_every_s: f64,
+    /// Labels from users with trust below this count nothing.
+    pub label_min_trust: f64,
+    /// Label weight one user may contribute per window.
+    pub label_budget: f32,
+    pub label_window_hours: f64,
+    /// Floor of the learned weight of high and critical rules (log-odds over their prior).
+    pub label_rule_floor: f32,
+    /// User labels never bring a candidate flagged by a high or critical rule below this risk.
+    pub label_floor_risk: f64,
     /// Build every rule matcher at start (a second or two of CPU) so no request pays for it;
     /// off, each language's matchers are built on its first request.
     pub warm_rules: bool,
@@ -73,6 +109,8 @@ impl Default for Settings {
     fn default() -> Self {
         let p = PolicyConfig::default();
         let w = LabelWeights::default();
+        let a = AbuseConfig::default();
+        let g = GuardConfig::default();
         Settings {
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("guardrank-data"),
@@ -104,6 +142,23 @@ impl Default for Settings {
             label_weight_reported: w.reported,
             label_weight_accepted: w.accepted,
             label_weight_rejected_flagged: w.rejected_flagged,
+            rate_limit_replicas: 1,
+            trust_tier_reduced_below: 0.8,
+            trust_tier_minimal_below: 0.4,
+            rate_limit_reduced_factor: 0.25,
+            rate_limit_minimal_factor: 0.05,
+            abuse_half_life_hours: a.half_life_hours,
+            abuse_risky_prompt_at: a.risky_prompt_at,
+            abuse_prior_strength: a.prior_strength,
+            abuse_min_population: a.min_population,
+            abuse_tolerance: a.tolerance,
+            abuse_span: a.span,
+            abuse_population_every_s: a.population_every_s,
+            label_min_trust: g.min_trust,
+            label_budget: g.budget,
+            label_window_hours: g.window_hours,
+            label_rule_floor: g.rule_floor,
+            label_floor_risk: g.floor_risk,
             warm_rules: true,
             model_file: None,
         }
@@ -206,6 +261,7 @@ impl Settings {
                 return bad(format!("{name} must be in [0, 10], got {v}"));
             }
         }
+        self.validate_abuse()?;
         if self.impression_flush_ms == 0 || self.impression_flush_ms > 10_000 {
             return bad("impression_flush_ms must be in 1..=10000".into());
         }
@@ -216,6 +272,98 @@ impl Settings {
             return bad("snapshots_kept must be at least 1".into());
         }
         Ok(())
+    }
+
+    fn validate_abuse(&self) -> Result<(), SettingsError> {
+        let bad = |m: String| Err(SettingsError::Invalid(m));
+        let prob = |x: f64| x.is_finite() && (0.0..=1.0).contains(&x);
+        if !(prob(self.trust_tier_minimal_below)
+            && prob(self.trust_tier_reduced_below)
+            && self.trust_tier_minimal_below <= self.trust_tier_reduced_below)
+        {
+            return bad("trust tiers: need 0 <= trust_tier_minimal_below <= trust_tier_reduced_below <= 1".into());
+        }
+        if !(self.rate_limit_minimal_factor > 0.0
+            && self.rate_limit_minimal_factor <= self.rate_limit_reduced_factor
+            && self.rate_limit_reduced_factor <= 1.0)
+        {
+            return bad("rate limit tiers: need 0 < rate_limit_minimal_factor <= rate_limit_reduced_factor <= 1".into());
+        }
+        if self.rate_limit_replicas == 0 {
+            return bad("rate_limit_replicas must be at least 1".into());
+        }
+        for (name, v) in [
+            ("abuse_half_life_hours", self.abuse_half_life_hours),
+            ("abuse_span", self.abuse_span),
+            ("abuse_population_every_s", self.abuse_population_every_s),
+            ("label_window_hours", self.label_window_hours),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return bad(format!("{name} must be a positive number, got {v}"));
+            }
+        }
+        for (name, v) in
+            [("abuse_prior_strength", self.abuse_prior_strength), ("abuse_tolerance", self.abuse_tolerance)]
+        {
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(format!("{name} must be a number >= 0, got {v}"));
+            }
+        }
+        for (name, v) in [
+            ("abuse_risky_prompt_at", self.abuse_risky_prompt_at),
+            ("label_min_trust", self.label_min_trust),
+            ("label_floor_risk", self.label_floor_risk),
+        ] {
+            if !prob(v) {
+                return bad(format!("{name} must be in [0, 1], got {v}"));
+            }
+        }
+        if !(self.label_budget.is_finite() && self.label_budget >= 0.0) {
+            return bad(format!("label_budget must be >= 0, got {}", self.label_budget));
+        }
+        if !(self.label_rule_floor.is_finite() && (-10.0..=10.0).contains(&self.label_rule_floor)) {
+            return bad(format!("label_rule_floor must be in [-10, 10], got {}", self.label_rule_floor));
+        }
+        Ok(())
+    }
+
+    /// The abuse monitor's configuration.
+    #[must_use]
+    pub fn abuse(&self) -> AbuseConfig {
+        AbuseConfig {
+            half_life_hours: self.abuse_half_life_hours,
+            risky_prompt_at: self.abuse_risky_prompt_at,
+            blocked_at: self.default_block_threshold,
+            prior_strength: self.abuse_prior_strength,
+            min_active_requests: AbuseConfig::default().min_active_requests,
+            min_population: self.abuse_min_population,
+            tolerance: self.abuse_tolerance,
+            span: self.abuse_span,
+            population_every_s: self.abuse_population_every_s,
+        }
+    }
+
+    /// The poisoning defence's configuration.
+    #[must_use]
+    pub fn guard(&self) -> GuardConfig {
+        GuardConfig {
+            min_trust: self.label_min_trust,
+            budget: self.label_budget,
+            window_hours: self.label_window_hours,
+            rule_floor: self.label_rule_floor,
+            floor_risk: self.label_floor_risk,
+        }
+    }
+
+    /// The rate-limit tiers.
+    #[must_use]
+    pub fn tiers(&self) -> Tiers {
+        Tiers {
+            reduced_below: self.trust_tier_reduced_below,
+            minimal_below: self.trust_tier_minimal_below,
+            reduced_factor: self.rate_limit_reduced_factor,
+            minimal_factor: self.rate_limit_minimal_factor,
+        }
     }
 
     /// The policy configuration these settings define.
