@@ -186,26 +186,14 @@ impl Model {
     /// [`Model::restore`].
     #[must_use]
     pub fn save(&self, idx: &[u32]) -> Vec<(f32, f32, f32)> {
-        idx.iter()
-            .map(|&i| {
-                let i = i as usize;
-                (
-                    self.z.get(i).copied().unwrap_or(0.0),
-                    self.n.get(i).copied().unwrap_or(0.0),
-                    self.w.get(i).copied().unwrap_or(0.0),
-                )
-            })
-            .collect()
+        idx.iter().map(|&i| self.cells.get(i as usize).map_or((0.0, 0.0, 0.0), |c| (c.z, c.n, c.w))).collect()
     }
 
     /// Puts back coordinates saved by [`Model::save`] and uncounts the update made since.
     pub fn restore(&mut self, idx: &[u32], saved: &[(f32, f32, f32)]) {
         for (&i, &(z, n, w)) in idx.iter().zip(saved) {
-            let i = i as usize;
-            if i < self.w.len() {
-                self.z[i] = z;
-                self.n[i] = n;
-                self.w[i] = w;
+            if let Some(c) = self.cells.get_mut(i as usize) {
+                *c = Cell { z, n, w };
             }
         }
         self.examples = self.examples.saturating_sub(1);
@@ -214,12 +202,14 @@ impl Model {
     /// Raises one coordinate's weight to `floor` if it is below, keeping its accumulated
     /// squared gradients (as [`Model::reweight`] does), so learning continues from the floor.
     pub fn raise_to(&mut self, index: u32, floor: f32) {
-        let i = index as usize;
-        if i >= self.w.len() || !floor.is_finite() || self.w[i] >= floor {
+        let Hyper { alpha, beta, l1, l2, .. } = self.hyper;
+        let Some(c) = self.cells.get_mut(index as usize) else {
+            return;
+        };
+        if !floor.is_finite() || c.w >= floor {
             return;
         }
-        let Hyper { alpha, beta, l1, l2, .. } = self.hyper;
-        let n = self.n[i];
+        let n = c.n;
         let d = (beta + n.sqrt()) / alpha + l2;
         let z = if floor < 0.0 {
             l1 - floor * d
@@ -228,8 +218,8 @@ impl Model {
         } else {
             0.0
         };
-        self.z[i] = z;
-        self.w[i] = ftrl_weight(z, n, alpha, beta, l1, l2);
+        c.z = z;
+        c.w = ftrl_weight(z, n, alpha, beta, l1, l2);
     }
 
     /// The learned weight of one coordinate.
