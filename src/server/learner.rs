@@ -10,7 +10,7 @@
 use super::state::Shared;
 use crate::events::{Event, EventBody, FeedbackEvent, ModelActivation};
 use crate::model::{Model, read_model, write_model};
-use crate::policy::{LabelWeights, PolicyState, label, user_key};
+use crate::policy::{LabelWeights, PolicyState, label, user_key, verdict_label};
 use crate::store::{Store, codec};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -43,6 +43,7 @@ pub fn apply(shared: &Shared, events: &[Event]) -> Vec<String> {
     for chunk in events.chunks(LOCK_CHUNK) {
         apply_chunk(shared, chunk, &mut created);
     }
+    apply_rules(shared, events);
     if let Some(last) = events.last() {
         shared.applied_seq.store(last.seq, Ordering::Release);
     }
@@ -68,9 +69,56 @@ fn apply_chunk(shared: &Shared, events: &[Event], created: &mut Vec<String>) {
             }
             EventBody::KeyRevoked { key_id } => shared.keys.revoke(key_id),
             EventBody::KeyCreated { key_id, .. } => created.push(key_id.clone()),
-            // Switched by the caller (`apply_log`), which needs the store.
-            EventBody::Impression(_) | EventBody::ModelActivated(_) => {}
+            EventBody::ReviewVerdict(v) => {
+                if let Some((insecure, w)) = verdict_label(v.verdict, &weights) {
+                    model.update(&v.features, insecure, w);
+                }
+                metrics::counter!("guardrank_verdicts_applied_total", "verdict" => v.verdict.name()).increment(1);
+            }
+            // Switched by the caller (`apply_log`), which needs the store; rule events by
+            // `apply_rules`, once per batch.
+            EventBody::Impression(_)
+            | EventBody::ModelActivated(_)
+            | EventBody::RulePatched { .. }
+            | EventBody::RuleDisabled { .. } => {}
         }
+    }
+}
+
+/// Applies the rule events of a batch to the rule set and, if there were any, builds the new
+/// pack once and swaps it in (requests in flight keep the pack they loaded).
+fn apply_rules(shared: &Shared, events: &[Event]) {
+    let rule_events: Vec<&Event> = events
+        .iter()
+        .filter(|e| matches!(e.body, EventBody::RulePatched { .. } | EventBody::RuleDisabled { .. }))
+        .collect();
+    if rule_events.is_empty() {
+        return;
+    }
+    let set = {
+        let mut set = shared.rule_set.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for e in &rule_events {
+            set.apply(e);
+        }
+        set.clone()
+    };
+    match set.pack() {
+        Ok(pack) => {
+            shared.rules.store(Arc::new(pack));
+            let seq = rule_events.last().map_or(0, |e| e.seq);
+            tracing::info!(seq, patches = set.patches().len(), "rule pack rebuilt");
+        }
+        Err(e) => tracing::error!(error = %e, "rule pack not rebuilt; the previous one stays"),
+    }
+}
+
+/// The label one logged event teaches the model, if any: feedback and reviewer verdicts.
+#[must_use]
+pub fn lesson<'a>(body: &'a EventBody, weights: &LabelWeights) -> Option<(&'a crate::features::Features, bool, f32)> {
+    match body {
+        EventBody::Feedback(f) => label(f.outcome, f.flagged, weights).map(|(y, w)| (&f.features, y, w)),
+        EventBody::ReviewVerdict(v) => verdict_label(v.verdict, weights).map(|(y, w)| (&v.features, y, w)),
+        _ => None,
     }
 }
 
@@ -135,8 +183,8 @@ async fn switch_model(shared: &Shared, store: &dyn Store, a: &ModelActivation, a
             if e.seq >= activation_seq {
                 break 'tail;
             }
-            if let EventBody::Feedback(f) = &e.body {
-                learn(&mut model, f, &weights);
+            if let Some((x, insecure, w)) = lesson(&e.body, &weights) {
+                model.update(x, insecure, w);
                 relearned += 1;
             }
             after = e.seq;

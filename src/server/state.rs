@@ -1,7 +1,9 @@
 //! Shared state of a running server.
 
 use super::auth::KeyRing;
+use super::patches::RuleSet;
 use super::ratelimit::Limiter;
+use super::review::ReviewSink;
 use super::settings::Settings;
 use super::writer::WriterHandle;
 use crate::model::Model;
@@ -33,6 +35,10 @@ pub struct Shared {
     pub snapshot_every: u64,
     pub snapshots_kept: u32,
     pub tail_interval: Duration,
+    /// The active rule pack (built-in rules with the run-time patches), swapped by the learner.
+    pub rules: ArcSwap<RulePack>,
+    /// The patches the pack was built from (the learner writes it, `GET /admin/rules` reads).
+    pub rule_set: RwLock<RuleSet>,
 }
 
 /// Everything a handler needs.
@@ -41,11 +47,12 @@ pub struct AppState {
     pub shared: Arc<Shared>,
     pub settings: Settings,
     pub store: Arc<dyn Store>,
-    pub rules: ArcSwap<RulePack>,
     pub prompt_rules: Arc<RulePack>,
     /// Woken after appends, so the learner applies them at once.
     pub committed: Arc<tokio::sync::Notify>,
     pub writer: WriterHandle,
+    /// Where rank and feedback hand review items, without waiting.
+    pub review: ReviewSink,
     pub key_limiter: Limiter,
     pub user_limiter: Limiter,
     pub metrics: PrometheusHandle,
