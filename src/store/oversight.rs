@@ -195,6 +195,10 @@ pub struct AuditEntry {
     pub details_json: String,
 }
 
+/// What a verdict's `UPDATE .. RETURNING` gives: request id, candidate id, risk served,
+/// encoded features, whether the user had accepted the candidate.
+pub type DecidedRow = (String, String, f64, Option<Vec<u8>>, bool);
+
 /// Rule ids as stored: `",a,b,"` (empty: `","`).
 #[must_use]
 pub fn rules_column(rules: &[String]) -> String {

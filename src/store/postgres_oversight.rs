@@ -1,7 +1,7 @@
 //! The PostgreSQL side of the oversight tables (review queue, audit log): see
 //! [`super::super::oversight`]. A child module of `postgres`, so it shares its pools and locks.
 
-use super::super::oversight::{encode_features, rules_column, rules_from_column, verdict_event};
+use super::super::oversight::{DecidedRow, encode_features, rules_column, rules_from_column, verdict_event};
 use super::super::{
     AuditEntry, Decision, NewAudit, NewReviewItem, ReviewFilter, ReviewItem, ReviewStatus, ReviewUpkeep, StoreError,
     VerdictIn,
@@ -98,7 +98,7 @@ pub(super) async fn list_review(store: &PostgresStore, f: &ReviewFilter) -> Resu
 
 pub(super) async fn decide_review(store: &PostgresStore, v: &VerdictIn) -> Result<Decision, StoreError> {
     let mut log = store.begin_log().await?;
-    let row: Option<(String, String, f64, Option<Vec<u8>>, bool)> = sqlx::query_as(
+    let row: Option<DecidedRow> = sqlx::query_as(
         "UPDATE review_items SET status = $1, decided_at_ms = $2, decided_by = $3, note = $4, \
          accepted = EXISTS (SELECT 1 FROM feedback_keys k WHERE k.request_id = review_items.request_id \
          AND k.candidate_id = review_items.candidate_id AND k.outcome = 'accepted') \
