@@ -1020,11 +1020,13 @@ mod tests {
             [
                 "_sqlx_migrations",
                 "api_keys",
+                "audit_log",
                 "events",
                 "feedback_keys",
                 "impressions",
                 "log_head",
                 "models",
+                "review_items",
                 "snapshots"
             ]
         );
