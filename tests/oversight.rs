@@ -238,6 +238,11 @@ async fn audit_lists_admin_actions_newest_first_and_metrics_show_oversight() {
     let (s, _) = app.admin(Method::GET, "/admin/audit?limit=9999", None).await;
     assert_eq!(s, 422);
 
+    let (_, doc) = app.call(Method::GET, "/openapi.json", None, None).await;
+    for path in ["/admin/review", "/admin/review/{id}", "/admin/rules", "/admin/rules/{rule_id}", "/admin/audit"] {
+        assert!(doc["paths"].get(path).is_some(), "{path} is in the OpenAPI document");
+    }
+
     let (s, m) = app.admin(Method::GET, "/metrics", None).await;
     assert_eq!(s, 200);
     let m = m.as_str().unwrap_or_default().to_string();
