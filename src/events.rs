@@ -158,6 +158,68 @@ pub enum EventBody {
     /// A model version of the registry became live (published by the retraining job, or
     /// activated or rolled back by an operator). Every replica switches when it applies this.
     ModelActivated(ModelActivation),
+    /// A reviewer judged a review item: a strong label the model learns from (online here,
+    /// and in the next batch job). Carries the features, so no join is needed.
+    ReviewVerdict(ReviewVerdictEvent),
+    /// An operator added or replaced a rule at run time (`POST /admin/rules`). The spec is
+    /// kept as JSON text, so later fields of the rule schema never change this event's
+    /// encoding.
+    RulePatched {
+        spec_json: String,
+        key_id: String,
+    },
+    /// An operator disabled a rule at run time (`DELETE /admin/rules/{rule_id}`).
+    RuleDisabled {
+        rule_id: String,
+        key_id: String,
+    },
+}
+
+/// A reviewer's judgement of a candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Insecure,
+    Safe,
+}
+
+impl Verdict {
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Verdict::Insecure => "insecure",
+            Verdict::Safe => "safe",
+        }
+    }
+}
+
+impl FromStr for Verdict {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "insecure" => Ok(Verdict::Insecure),
+            "safe" => Ok(Verdict::Safe),
+            _ => Err(format!("unknown verdict {s:?}; expected insecure or safe")),
+        }
+    }
+}
+
+/// The body of a [`EventBody::ReviewVerdict`] event. It names no user: a verdict is about
+/// code, not about who was shown it, so erasing a user never has to rewrite it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReviewVerdictEvent {
+    pub item_id: i64,
+    pub request_id: String,
+    pub candidate_id: String,
+    pub verdict: Verdict,
+    pub note: String,
+    /// The admin key that gave it.
+    pub key_id: String,
+    /// The risk served.
+    pub risk: f32,
+    /// Whether the user had accepted the candidate (an insecure verdict on it is an incident).
+    pub accepted: bool,
+    pub features: Features,
 }
 
 /// Why a model version became live.
@@ -210,6 +272,9 @@ impl EventBody {
             EventBody::KeyCreated { .. } => "key_created",
             EventBody::KeyRevoked { .. } => "key_revoked",
             EventBody::ModelActivated(_) => "model_activated",
+            EventBody::ReviewVerdict(_) => "review_verdict",
+            EventBody::RulePatched { .. } => "rule_patched",
+            EventBody::RuleDisabled { .. } => "rule_disabled",
         }
     }
 

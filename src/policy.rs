@@ -241,6 +241,8 @@ impl PolicyState {
 /// Label weights for learning from feedback (see the README's label semantics).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LabelWeights {
+    /// A reviewer's verdict: the strongest label after the shipped corpus.
+    pub verdict: f32,
     pub reported: f32,
     pub accepted: f32,
     pub rejected_flagged: f32,
@@ -248,7 +250,7 @@ pub struct LabelWeights {
 
 impl Default for LabelWeights {
     fn default() -> Self {
-        LabelWeights { reported: 1.0, accepted: 0.05, rejected_flagged: 0.2 }
+        LabelWeights { verdict: 3.0, reported: 1.0, accepted: 0.05, rejected_flagged: 0.2 }
     }
 }
 
@@ -264,6 +266,12 @@ pub fn label(outcome: Outcome, flagged: bool, w: &LabelWeights) -> Option<(bool,
         Outcome::Rejected => None,
     }
     .filter(|(_, weight)| *weight > 0.0)
+}
+
+/// The training label and weight of a reviewer's verdict.
+#[must_use]
+pub fn verdict_label(v: crate::events::Verdict, w: &LabelWeights) -> Option<(bool, f32)> {
+    Some((v == crate::events::Verdict::Insecure, w.verdict)).filter(|(_, weight)| *weight > 0.0)
 }
 
 #[cfg(test)]

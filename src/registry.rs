@@ -94,7 +94,22 @@ pub async fn activate(
         actor: actor.into(),
     });
     let seqs = store.append(at_ms, vec![event]).await?;
-    seqs.first().copied().ok_or_else(|| RegistryError::Store(StoreError::Invalid("the append returned no seq".into())))
+    let seq = seqs
+        .first()
+        .copied()
+        .ok_or_else(|| RegistryError::Store(StoreError::Invalid("the append returned no seq".into())))?;
+    // The audit trail of who made a version live; best effort, the activation stands.
+    let entry = crate::store::NewAudit {
+        at_ms,
+        key_id: actor.into(),
+        action: format!("model.{}", reason.name()),
+        target: version.into(),
+        details_json: serde_json::json!({ "seq": seq }).to_string(),
+    };
+    if let Err(e) = store.add_audit(&entry).await {
+        tracing::warn!(error = %e, "audit entry of a model activation not recorded");
+    }
+    Ok(seq)
 }
 
 /// Stores a new version and its metrics (the version must be new).

@@ -178,3 +178,76 @@ async fn two_replicas_share_one_log_and_converge() {
         let _ = sqlx::query(AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))).execute(&mut conn).await;
     }
 }
+
+async fn post(client: &reqwest::Client, url: String, body: Value) -> (u16, Value) {
+    let r = client.post(url).bearer_auth(ADMIN).json(&body).send().await.expect("post");
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+/// The first candidate's `(blocked, finding rule ids)` of a rank on `base`.
+async fn vault_on(client: &reqwest::Client, base: &str) -> (bool, Vec<String>) {
+    let body = json!({"user_id": "v", "language": "python",
+                      "candidates": [{"id": "v", "text": "blob = legacy_vault.seal_ecb(key, data)"}]});
+    let (_, r) = post(client, format!("{base}/v1/rank"), body).await;
+    let c = &r["candidates"][0];
+    let ids = c["findings"]
+        .as_array()
+        .map_or_else(Vec::new, |f| f.iter().filter_map(|x| x["rule_id"].as_str().map(str::to_string)).collect());
+    (c["blocked"] == true, ids)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_patched_on_one_replica_is_live_on_the_other_within_the_tail_interval() {
+    let Ok(db) = std::env::var("GUARDRANK_TEST_DATABASE_URL") else {
+        eprintln!("skipped: GUARDRANK_TEST_DATABASE_URL not set");
+        return;
+    };
+    let schema = format!("gr_rules_{:016x}", rand::random::<u64>());
+    let sep = if db.contains('?') { '&' } else { '?' };
+    let store = format!("{db}{sep}schema={schema}");
+    let dirs = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let a = start(&store, dirs.0.path());
+    let client = reqwest::Client::new();
+    ready(&client, &a).await;
+    let b = start(&store, dirs.1.path());
+    ready(&client, &b).await;
+    let rule_id = "python.crypto.legacy-vault-ecb";
+    assert!(!vault_on(&client, &b.base).await.1.contains(&rule_id.to_string()));
+
+    let rule = json!({"id": rule_id, "languages": ["python"], "cwe": "CWE-327", "severity": "critical",
+        "message": "legacy_vault.seal_ecb uses ECB mode", "patterns": ["legacy_vault\\.seal_ecb\\("],
+        "examples": {"insecure": ["blob = legacy_vault.seal_ecb(key, data)"], "secure": ["blob = vault.seal_gcm(key, data)"]}});
+    let (s, v) = post(&client, format!("{}/admin/rules", a.base), rule).await;
+    assert_eq!(s, 200, "{v}");
+    let t = Instant::now();
+    while !vault_on(&client, &b.base).await.0 && t.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(vault_on(&client, &b.base).await.0, "a rule patched on A blocks on B within the tail interval");
+    eprintln!("rule patched on A blocked on B after {:?}", t.elapsed());
+
+    // The queue is shared: B's blocked candidate is on A's list.
+    let queued = || async {
+        let (_, q) = get(&client, format!("{}/admin/review?status=pending&rule={rule_id}", a.base), ADMIN).await;
+        q["items"].as_array().is_some_and(|i| !i.is_empty())
+    };
+    let t = Instant::now();
+    while !queued().await && t.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(queued().await, "a candidate blocked on B is in the queue A lists");
+
+    let r = client.delete(format!("{}/admin/rules/{rule_id}", b.base)).bearer_auth(ADMIN).send().await;
+    assert_eq!(r.expect("delete").status(), 200);
+    let t = Instant::now();
+    while vault_on(&client, &a.base).await.1.contains(&rule_id.to_string()) && t.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!vault_on(&client, &a.base).await.1.contains(&rule_id.to_string()), "disabled on B, gone on A");
+    drop(a);
+    drop(b);
+    if let Ok(mut conn) = PgConnection::connect(&db).await {
+        let _ = sqlx::query(AssertSqlSafe(format!("DROP SCHEMA IF EXISTS {schema} CASCADE"))).execute(&mut conn).await;
+    }
+}

@@ -24,6 +24,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+#[path = "conformance/oversight.rs"]
+mod oversight;
+use oversight::{
+    audit_entries_list_newest_first_and_rule_events_are_found_by_kind,
+    review_items_are_queued_once_filtered_paged_and_judged_once,
+    review_upkeep_expires_bounds_uncertain_items_and_purges,
+};
+
 /// Opens the backend's store under test; every call opens the same database anew.
 type Opener = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Arc<dyn Store>> + Send>> + Send + Sync>;
 
@@ -151,6 +159,9 @@ macro_rules! conformance_suite {
             suite_case!($make, store, keys_are_stored_listed_revoked_once_and_touched);
             suite_case!($make, store, concurrent_commits_all_land_with_unique_increasing_seqs);
             suite_case!($make, store, model_registry_stores_versions_and_the_log_names_the_live_one);
+            suite_case!($make, store, review_items_are_queued_once_filtered_paged_and_judged_once);
+            suite_case!($make, store, review_upkeep_expires_bounds_uncertain_items_and_purges);
+            suite_case!($make, store, audit_entries_list_newest_first_and_rule_events_are_found_by_kind);
         }
     };
 }

@@ -28,7 +28,7 @@ use crate::features::{Extractor, severity_prior};
 use crate::lexer::lex;
 use crate::model::metrics::{Report, evaluate};
 use crate::model::{Hyper, Model, read_model, write_model};
-use crate::policy::{LabelWeights, label};
+use crate::policy::{LabelWeights, label, verdict_label};
 use crate::report::{ReportInput, Section, Series, write_report};
 use crate::rules::{Mode, RulePack};
 use crate::server::admin::rfc3339;
@@ -200,7 +200,7 @@ fn load_corpus(given: Option<&Path>) -> anyhow::Result<Vec<Snippet>> {
     }
 }
 
-/// Reads every labelled feedback event of the log. Returns them in seq order and the log's
+/// Reads every labelled feedback and reviewer-verdict event of the log. Returns them in seq order and the log's
 /// last seq at the time of reading.
 async fn read_logged(store: &dyn Store, weights: &LabelWeights) -> anyhow::Result<(Vec<LoggedExample>, i64)> {
     let last = store.last_seq().await.context("reading the log head")?;
@@ -216,19 +216,17 @@ async fn read_logged(store: &dyn Store, weights: &LabelWeights) -> anyhow::Resul
             if e.seq > last {
                 break;
             }
-            if let EventBody::Feedback(f) = e.body
-                && let Some((insecure, weight)) = label(f.outcome, f.flagged, weights)
-            {
+            // Feedback and reviewer verdicts: the labels the server learns online.
+            let (served, labelled) = match e.body {
+                EventBody::Feedback(f) => (f.risk, label(f.outcome, f.flagged, weights).map(|l| (f.features, l))),
+                EventBody::ReviewVerdict(v) => (v.risk, verdict_label(v.verdict, weights).map(|l| (v.features, l))),
+                _ => continue,
+            };
+            if let Some((features, (insecure, weight))) = labelled {
                 out.push(LoggedExample {
                     seq: e.seq,
-                    served_risk: f64::from(f.risk),
-                    example: Example {
-                        features: f.features,
-                        without_rules: None,
-                        insecure,
-                        weight,
-                        group: e.seq.unsigned_abs(),
-                    },
+                    served_risk: f64::from(served),
+                    example: Example { features, without_rules: None, insecure, weight, group: e.seq.unsigned_abs() },
                 });
             }
         }

@@ -84,6 +84,8 @@ pub async fn create_key(
     state.shared.keys.upsert(&rec);
     state.committed.notify_one();
     tracing::info!(key_id = %rec.id, scope = scope.name(), by = %caller.key_id, "key created");
+    let details = serde_json::json!({ "scope": scope.name() });
+    super::audit::record(&state, &caller.key_id, "key.create", &rec.id, details).await;
     let body = KeyCreated { id: rec.id, scope: scope.name().to_string(), key };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
@@ -103,6 +105,7 @@ pub async fn revoke_key(
     state.shared.keys.revoke(&key_id);
     state.committed.notify_one();
     tracing::info!(key_id = %key_id, by = %caller.key_id, "key revoked");
+    super::audit::record(&state, &caller.key_id, "key.revoke", &key_id, serde_json::json!({})).await;
     Ok(Json(serde_json::json!({ "id": key_id, "revoked": true })))
 }
 
@@ -123,6 +126,8 @@ pub async fn reset_policy(
     let seq = seqs.first().copied().unwrap_or(0);
     wait_applied(&state, seq).await;
     tracing::info!(by = %caller.key_id, seq, "policy reset");
+    super::audit::record(&state, &caller.key_id, "user.policy_reset", &user_id, serde_json::json!({ "seq": seq }))
+        .await;
     // Trust, usage counts and the label budget live in the policy state: the reset clears them.
     let trust = f64::from(state.policy_state(&user_id).trust);
     Ok(Json(serde_json::json!({ "user_id": user_id, "reset": true, "seq": seq, "trust": trust })))
@@ -143,13 +148,15 @@ pub async fn erase_user(
         state.store.erase_user(&user_id, super::now_ms()).await.map_err(|e| ApiError::store(&e))?;
     wait_applied(&state, seq).await;
     tracing::info!(by = %caller.key_id, seq, impressions, feedback, "user erased");
+    let details = serde_json::json!({ "seq": seq, "impressions_deleted": impressions, "feedback_unlinked": feedback });
+    super::audit::record(&state, &caller.key_id, "user.erase", &user_id, details).await;
     Ok(Json(serde_json::json!({
         "user_id": user_id, "erased": true, "impressions_deleted": impressions, "feedback_unlinked": feedback, "seq": seq
     })))
 }
 
 /// Waits (briefly) until the learner applied event `seq`, so the caller sees its effect.
-async fn wait_applied(state: &AppState, seq: i64) {
+pub(super) async fn wait_applied(state: &AppState, seq: i64) {
     wait_applied_for(state, seq, 200).await;
 }
 
@@ -230,6 +237,8 @@ pub async fn reload_model(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let live = state.store.last_activation().await.map_err(|e| ApiError::store(&e))?;
     tracing::info!(by = %caller.key_id, "model reload");
+    let target = live.as_ref().map_or_else(|| served_version(&state), |(_, a)| a.version.clone());
+    super::audit::record(&state, &caller.key_id, "model.reload", &target, serde_json::json!({})).await;
     match live {
         Some((seq, a)) => switched(&state, seq, &a.version).await,
         None => Ok(Json(serde_json::json!({ "model_version": served_version(&state), "seq": null }))),

@@ -45,6 +45,10 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
     }
 
+    pub fn conflict(detail: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::CONFLICT, "conflict", "Conflict", detail)
+    }
+
     pub fn unauthorized(detail: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "Unauthorized", detail)
     }

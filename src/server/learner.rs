@@ -21,7 +21,7 @@ use crate::abuse::guard::{self, Learned, Source};
 use crate::abuse::{Population, RequestSignal, Usage, shape};
 use crate::events::{Event, EventBody, FeedbackEvent, Impression, ModelActivation};
 use crate::model::Model;
-use crate::policy::{PolicyState, label, user_key};
+use crate::policy::{PolicyState, label, user_key, verdict_label};
 use crate::store::Store;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -43,6 +43,7 @@ pub fn apply(shared: &Shared, events: &[Event]) -> Vec<String> {
     for chunk in events.chunks(LOCK_CHUNK) {
         apply_chunk(shared, chunk, &mut created);
     }
+    apply_rules(shared, events);
     if let Some(last) = events.last() {
         shared.applied_seq.store(last.seq, Ordering::Release);
     }
@@ -88,8 +89,17 @@ fn apply_chunk(shared: &Shared, events: &[Event], created: &mut Vec<String>) {
             }
             EventBody::KeyRevoked { key_id } => shared.keys.revoke(key_id),
             EventBody::KeyCreated { key_id, .. } => created.push(key_id.clone()),
-            // Switched by the caller (`apply_log`), which needs the store.
-            EventBody::ModelActivated(_) => {}
+            // A reviewer's verdict: the strongest label after the corpus, applied as it stands
+            // (no trust weighting, budget or rule floor: those guard against plugin users).
+            EventBody::ReviewVerdict(v) => {
+                if let Some((insecure, w)) = verdict_label(v.verdict, &shared.label_weights) {
+                    model.update(&v.features, insecure, w);
+                }
+                metrics::counter!("guardrank_verdicts_applied_total", "verdict" => v.verdict.name()).increment(1);
+            }
+            // Switched by the caller (`apply_log`), which needs the store; rule events by
+            // `apply_rules`, once per batch.
+            EventBody::ModelActivated(_) | EventBody::RulePatched { .. } | EventBody::RuleDisabled { .. } => {}
         }
     }
 }
@@ -100,6 +110,33 @@ fn request_signal(i: &Impression) -> RequestSignal {
         prompt_risk: f64::from(i.prompt_risk),
         max_risk: i.candidates.iter().map(|c| f64::from(c.risk)).fold(0.0, f64::max),
         shape: shape(f64::from(i.prompt_risk), i.candidates.iter().map(|c| &c.features.idx[..])),
+    }
+}
+
+/// Applies the rule events of a batch to the rule set and, if there were any, builds the new
+/// pack once and swaps it in (requests in flight keep the pack they loaded).
+fn apply_rules(shared: &Shared, events: &[Event]) {
+    let rule_events: Vec<&Event> = events
+        .iter()
+        .filter(|e| matches!(e.body, EventBody::RulePatched { .. } | EventBody::RuleDisabled { .. }))
+        .collect();
+    if rule_events.is_empty() {
+        return;
+    }
+    let set = {
+        let mut set = shared.rule_set.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for e in &rule_events {
+            set.apply(e);
+        }
+        set.clone()
+    };
+    match set.pack() {
+        Ok(pack) => {
+            shared.rules.store(Arc::new(pack));
+            let seq = rule_events.last().map_or(0, |e| e.seq);
+            tracing::info!(seq, patches = set.patches().len(), "rule pack rebuilt");
+        }
+        Err(e) => tracing::error!(error = %e, "rule pack not rebuilt; the previous one stays"),
     }
 }
 
@@ -226,12 +263,24 @@ async fn switch_model(shared: &Shared, store: &dyn Store, a: &ModelActivation, a
             if e.seq >= activation_seq {
                 break 'tail;
             }
-            if let EventBody::Feedback(f) = &e.body {
-                let usage = f
-                    .user_id
-                    .as_ref()
-                    .and_then(|u| shared.policies.read().ok().and_then(|p| p.get(&user_key(u)).map(|s| s.usage)));
-                relearn(shared, &mut model, f, usage);
+            let lesson = match &e.body {
+                EventBody::Feedback(f) => {
+                    let usage = f
+                        .user_id
+                        .as_ref()
+                        .and_then(|u| shared.policies.read().ok().and_then(|p| p.get(&user_key(u)).map(|s| s.usage)));
+                    relearn(shared, &mut model, f, usage);
+                    true
+                }
+                EventBody::ReviewVerdict(v) => {
+                    if let Some((insecure, w)) = verdict_label(v.verdict, &shared.label_weights) {
+                        model.update(&v.features, insecure, w);
+                    }
+                    true
+                }
+                _ => false,
+            };
+            if lesson {
                 relearned += 1;
             }
             after = e.seq;

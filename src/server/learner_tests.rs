@@ -39,6 +39,10 @@ fn shared(guard: GuardConfig) -> Shared {
         key_usage: RwLock::new(BTreeMap::new()),
         population: RwLock::new(Population::reference()),
         log_ms: AtomicI64::new(0),
+        rules: arc_swap::ArcSwap::from_pointee(crate::rules::RulePack::builtin().expect("built-in rules")),
+        rule_set: RwLock::new(crate::server::patches::RuleSet::new(
+            crate::rules::builtin_specs().expect("built-in rule specs"),
+        )),
     }
 }
 

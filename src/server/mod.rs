@@ -7,13 +7,17 @@
 
 pub mod admin;
 pub mod api;
+pub mod audit;
 pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod learner;
 pub mod openapi;
+pub mod patches;
 pub mod ratelimit;
+pub mod review;
 pub mod routes;
+pub mod rules_admin;
 pub mod settings;
 pub mod snapshot;
 pub mod state;
@@ -120,6 +124,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/models", get(admin::list_models))
         .route("/admin/models/reload", post(admin::reload_model))
         .route("/admin/models/{version}/activate", post(admin::activate_model))
+        .route("/admin/review", get(review::list_review))
+        .route("/admin/review/{id}", post(review::decide))
+        .route("/admin/rules", get(rules_admin::list_rules).post(rules_admin::patch_rule))
+        .route("/admin/rules/{rule_id}", delete(rules_admin::disable_rule))
+        .route("/admin/audit", get(audit::list_audit))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&state), timeout_guard))
         .layer(middleware::from_fn(track))
@@ -184,6 +193,7 @@ pub struct Application {
     stop_learner: Arc<Notify>,
     learner: Option<std::thread::JoinHandle<()>>,
     writer_task: tokio::task::JoinHandle<()>,
+    review_task: tokio::task::JoinHandle<()>,
     compactor: tokio::task::JoinHandle<()>,
 }
 
@@ -212,6 +222,32 @@ async fn compaction_loop(state: Arc<AppState>) {
             Ok((impressions, feedback)) => tracing::info!(impressions, feedback, "compacted"),
             Err(e) => tracing::warn!(error = %e, "compaction failed; will retry"),
         }
+        review_upkeep(&state, now).await;
+    }
+}
+
+/// Expires and bounds the review queue, and sets the oversight gauges: review items by status
+/// and the incident rate (accepted candidates later judged insecure per 10,000 rank requests,
+/// over the impression TTL).
+pub async fn review_upkeep(state: &AppState, now: i64) {
+    let day_ms = 86_400_000.0;
+    let retention = (state.settings.review_retention_days * day_ms) as i64;
+    let store = &state.store;
+    match store.review_upkeep(now - retention, now - 2 * retention, state.settings.review_max_uncertain).await {
+        Ok(u) if u == crate::store::ReviewUpkeep::default() => {}
+        Ok(u) => tracing::info!(expired = u.expired, dropped = u.dropped, purged = u.purged, "review queue upkeep"),
+        Err(e) => tracing::warn!(error = %e, "review queue upkeep failed; will retry"),
+    }
+    if let Ok(counts) = store.review_counts().await {
+        for s in crate::store::ReviewStatus::ALL {
+            let n = counts.iter().find(|(c, _)| *c == s).map_or(0, |(_, n)| *n);
+            metrics::gauge!("guardrank_review_items", "status" => s.name()).set(n as f64);
+        }
+    }
+    let window = (state.settings.impression_ttl_days * day_ms) as i64;
+    if let Ok((incidents, interactions)) = store.incident_counts(now - window).await {
+        let rate = if interactions == 0 { 0.0 } else { incidents as f64 * 10_000.0 / interactions as f64 };
+        metrics::gauge!("guardrank_incident_rate_per_10k").set(rate);
     }
 }
 
@@ -244,10 +280,14 @@ impl Application {
             tracing::info!(seq = r.seq, users = r.policies.len(), "snapshot loaded");
             restored = Some(r);
         }
-        let rules = RulePack::builtin()?;
         let target = store.last_seq().await?;
+        // Rule patches logged before the snapshot: the learner replays only those after it.
+        let applied = restored.as_ref().map_or(0, |r| r.seq);
+        let mut rule_set = patches::RuleSet::new(crate::rules::builtin_specs()?);
+        rule_set.restore(&store.rule_events(applied).await?);
+        let pack = rule_set.pack()?;
         let mut shared = Shared {
-            protected: Protected::from_rules(rules.rules(), model.hyper().bits, settings.label_rule_floor),
+            protected: Protected::from_rules(pack.rules(), model.hyper().bits, settings.label_rule_floor),
             model: RwLock::new(model),
             policies: RwLock::new(std::collections::BTreeMap::new()),
             applied_seq: AtomicI64::new(0),
@@ -265,11 +305,13 @@ impl Application {
             key_usage: RwLock::new(std::collections::BTreeMap::new()),
             population: RwLock::new(crate::abuse::Population::reference()),
             log_ms: AtomicI64::new(0),
+            rules: ArcSwap::from_pointee(pack),
+            rule_set: RwLock::new(rule_set),
         };
         if let Some(r) = restored {
             if !degraded {
                 shared.protected =
-                    Protected::from_rules(rules.rules(), r.model.hyper().bits, settings.label_rule_floor);
+                    Protected::from_rules(shared.rules.load().rules(), r.model.hyper().bits, settings.label_rule_floor);
                 shared.model = RwLock::new(r.model);
             }
             shared.policies = RwLock::new(r.policies);
@@ -286,6 +328,7 @@ impl Application {
             Arc::clone(&committed),
             now_ms,
         );
+        let (review, review_task) = review::spawn(Arc::clone(&store), Arc::clone(&shared));
         let stop_learner = Arc::new(Notify::new());
         let learner = learner::spawn(
             Arc::clone(&shared),
@@ -309,10 +352,10 @@ impl Application {
                 settings.tiers(),
                 settings.rate_limit_replicas,
             ),
-            rules: ArcSwap::from_pointee(rules),
             prompt_rules: Arc::new(RulePack::builtin_prompt()?),
             committed,
             writer,
+            review,
             store,
             metrics: metrics_handle(),
             degraded,
@@ -328,12 +371,21 @@ impl Application {
         if settings.warm_rules {
             let warm = Arc::clone(&state);
             tokio::task::spawn_blocking(move || {
-                warm.rules.load().warm_up();
+                warm.shared.rules.load().warm_up();
                 warm.prompt_rules.warm_up();
             });
         }
         let compactor = tokio::spawn(compaction_loop(Arc::clone(&state)));
-        Ok(Application { listener, addr, state, stop_learner, learner: Some(learner), writer_task, compactor })
+        Ok(Application {
+            listener,
+            addr,
+            state,
+            stop_learner,
+            learner: Some(learner),
+            writer_task,
+            review_task,
+            compactor,
+        })
     }
 
     /// The bound address (with the real port when 0 was asked for).
@@ -366,6 +418,8 @@ impl Application {
         let state = self.state;
         drop(state);
         let _ = (&mut self.writer_task).await;
+        // The review queue's last items; bounded, as it is best effort.
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.review_task).await;
         self.stop_learner.notify_one();
         if let Some(l) = self.learner.take() {
             let _ = tokio::task::spawn_blocking(move || l.join()).await;

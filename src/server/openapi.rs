@@ -34,11 +34,17 @@ impl Modify for BearerAuth {
         super::admin::list_models,
         super::admin::reload_model,
         super::admin::activate_model,
+        super::review::list_review,
+        super::review::decide,
+        super::rules_admin::list_rules,
+        super::rules_admin::patch_rule,
+        super::rules_admin::disable_rule,
+        super::audit::list_audit,
     ),
     components(schemas(
         api::RankRequest, api::CandidateIn, api::RankResponse, api::CandidateOut, api::PolicyBrief, api::PromptOut,
         api::FeedbackRequest, api::FeedbackItem, api::FeedbackResponse, api::PolicyResponse, api::FeedbackCounts, api::UsageOut,
-        api::KeyCreateRequest, api::KeyInfo, api::KeyCreated,
+        api::KeyCreateRequest, api::KeyInfo, api::KeyCreated, super::review::VerdictRequest,
     )),
     modifiers(&BearerAuth)
 )]

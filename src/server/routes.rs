@@ -6,14 +6,15 @@ use super::api::{
 };
 use super::error::{ApiError, ApiJson};
 use super::extract::Plugin;
+use super::review::ReviewCmd;
 use super::state::AppState;
 use crate::engine::{Assessment, assess, assess_prompt, resolve_language};
-use crate::events::{CandidateRecord, Impression};
+use crate::events::{CandidateRecord, Impression, Outcome};
 use crate::lang::Language;
 use crate::policy::Policy;
 use crate::rank::{preferences, rank as rank_candidates};
 use crate::rules::Mode;
-use crate::store::GroupOutcome;
+use crate::store::{GroupOutcome, NewReviewItem, ReviewReason};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -36,7 +37,7 @@ struct Scored {
 }
 
 fn score_request(state: &AppState, input: &RankInput) -> Scored {
-    let rules = state.rules.load();
+    let rules = state.shared.rules.load();
     let first = input.texts.first().map_or("", String::as_str);
     // Only guess from the text when neither the request nor the path names the language.
     let lang = input.language.or_else(|| input.file_path.as_deref().and_then(Language::from_path)).or_else(|| {
@@ -104,6 +105,8 @@ pub async fn rank(
     let mut blocked = 0u64;
     let RankInput { user_id, language, ids, texts, .. } = input;
     let mut assessments: Vec<Option<Assessment>> = scored.assessments.into_iter().map(Some).collect();
+    let band = (state.settings.review_band_low, state.settings.review_band_high);
+    let mut review = Vec::new();
     for r in &ranked {
         let Some(a) = assessments.get_mut(r.index).and_then(Option::take) else { continue };
         let id = ids.get(r.index).cloned().unwrap_or_default();
@@ -113,6 +116,25 @@ pub async fn rank(
         let mut rule_ids: Vec<String> = a.findings.iter().map(|f| f.rule_id.to_string()).collect();
         rule_ids.sort_unstable();
         rule_ids.dedup();
+        let reason = if r.blocked {
+            Some(ReviewReason::Blocked)
+        } else {
+            (band.0..band.1).contains(&a.risk).then_some(ReviewReason::Uncertain)
+        };
+        if let Some(reason) = reason {
+            review.push(NewReviewItem {
+                request_id: rid.clone(),
+                candidate_id: id.clone(),
+                user_id: user_id.clone(),
+                reason,
+                risk: a.risk,
+                rules: rule_ids.clone(),
+                findings_json: serde_json::to_string(&a.findings).unwrap_or_else(|_| "[]".into()),
+                text: if state.settings.retain_text { texts.get(r.index).cloned() } else { None },
+                features: a.features.clone(),
+                created_at_ms: now,
+            });
+        }
         records.push(CandidateRecord {
             id: id.clone(),
             risk: a.risk as f32,
@@ -143,6 +165,9 @@ pub async fn rank(
         candidates: records,
     };
     state.writer.impression(imp).await;
+    for item in review {
+        state.review.offer(ReviewCmd::Item(Box::new(item)));
+    }
     Ok(Json(RankResponse {
         request_id: rid,
         model_version: scored.model_version,
@@ -167,10 +192,19 @@ pub async fn feedback(
 ) -> Result<Json<FeedbackResponse>, ApiError> {
     let events = validate_feedback(req)?;
     let outcomes: Vec<&'static str> = events.iter().map(|e| e.outcome.name()).collect();
+    let reported: Vec<(String, String)> = events
+        .iter()
+        .filter(|e| e.outcome == Outcome::ReportedInsecure)
+        .map(|e| (e.request_id.clone(), e.candidate_id.clone()))
+        .collect();
     match state.writer.feedback(events).await {
         Ok(GroupOutcome::Recorded { recorded, duplicates }) => {
             for o in outcomes {
                 metrics::counter!("guardrank_feedback_events_total", "outcome" => o).increment(1);
+            }
+            let at_ms = super::now_ms();
+            for (request_id, candidate_id) in reported {
+                state.review.offer(ReviewCmd::Reported { request_id, candidate_id, at_ms });
             }
             Ok(Json(FeedbackResponse { recorded, duplicates }))
         }

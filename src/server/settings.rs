@@ -62,6 +62,8 @@ pub struct Settings {
     pub policy_half_life_days: f64,
     pub policy_prior_strength: f64,
     pub risky_at: f64,
+    /// Training weight of a reviewer's verdict (the strongest label after the corpus).
+    pub label_weight_verdict: f32,
     pub label_weight_reported: f32,
     pub label_weight_accepted: f32,
     pub label_weight_rejected_flagged: f32,
@@ -101,6 +103,16 @@ pub struct Settings {
     /// Build every rule matcher at start (a second or two of CPU) so no request pays for it;
     /// off, each language's matchers are built on its first request.
     pub warm_rules: bool,
+    /// Unblocked candidates with a risk in [review_band_low, review_band_high) become review
+    /// items (the uncertain band); blocked and user-reported ones always do.
+    pub review_band_low: f64,
+    pub review_band_high: f64,
+    /// Pending review items expire after this many days (their text and features are dropped;
+    /// judged and expired items are deleted after twice this).
+    pub review_retention_days: f64,
+    /// At most this many pending uncertain-band items; beyond it the oldest are dropped
+    /// (blocked and reported items are always kept).
+    pub review_max_uncertain: u64,
     /// A model file to serve instead of the built-in baseline.
     pub model_file: Option<PathBuf>,
 }
@@ -139,6 +151,7 @@ impl Default for Settings {
             policy_half_life_days: p.half_life_days,
             policy_prior_strength: p.prior_strength,
             risky_at: p.risky_at,
+            label_weight_verdict: w.verdict,
             label_weight_reported: w.reported,
             label_weight_accepted: w.accepted,
             label_weight_rejected_flagged: w.rejected_flagged,
@@ -160,6 +173,10 @@ impl Default for Settings {
             label_rule_floor: g.rule_floor,
             label_floor_risk: g.floor_risk,
             warm_rules: true,
+            review_band_low: 0.35,
+            review_band_high: 0.65,
+            review_retention_days: 30.0,
+            review_max_uncertain: 10_000,
             model_file: None,
         }
     }
@@ -237,6 +254,7 @@ impl Settings {
             ("policy_half_life_days", self.policy_half_life_days),
             ("policy_prior_strength", self.policy_prior_strength),
             ("compaction_interval_s", self.compaction_interval_s),
+            ("review_retention_days", self.review_retention_days),
         ] {
             if !(v.is_finite() && v > 0.0) {
                 return bad(format!("{name} must be a positive number, got {v}"));
@@ -252,7 +270,12 @@ impl Settings {
                 return bad(format!("{name} must be at least 1, got {v}"));
             }
         }
+        if !(prob(self.review_band_low) && prob(self.review_band_high) && self.review_band_low <= self.review_band_high)
+        {
+            return bad("review band: need 0 <= review_band_low <= review_band_high <= 1".into());
+        }
         for (name, v) in [
+            ("label_weight_verdict", self.label_weight_verdict),
             ("label_weight_reported", self.label_weight_reported),
             ("label_weight_accepted", self.label_weight_accepted),
             ("label_weight_rejected_flagged", self.label_weight_rejected_flagged),
@@ -387,6 +410,7 @@ impl Settings {
     #[must_use]
     pub fn label_weights(&self) -> LabelWeights {
         LabelWeights {
+            verdict: self.label_weight_verdict,
             reported: self.label_weight_reported,
             accepted: self.label_weight_accepted,
             rejected_flagged: self.label_weight_rejected_flagged,

@@ -1,7 +1,9 @@
 //! Shared state of a running server.
 
 use super::auth::KeyRing;
+use super::patches::RuleSet;
 use super::ratelimit::TieredLimiter;
+use super::review::ReviewSink;
 use super::settings::Settings;
 use super::writer::WriterHandle;
 use crate::abuse::guard::{GuardConfig, Protected};
@@ -48,6 +50,10 @@ pub struct Shared {
     /// The log's clock: the event time of the last event applied. Trust is read at this time,
     /// never at the reader's wall clock, so replicas at the same sequence number agree.
     pub log_ms: AtomicI64,
+    /// The active rule pack (built-in rules with the run-time patches), swapped by the learner.
+    pub rules: ArcSwap<RulePack>,
+    /// The patches the pack was built from (the learner writes it, `GET /admin/rules` reads).
+    pub rule_set: RwLock<RuleSet>,
 }
 
 impl Shared {
@@ -98,11 +104,12 @@ pub struct AppState {
     pub shared: Arc<Shared>,
     pub settings: Settings,
     pub store: Arc<dyn Store>,
-    pub rules: ArcSwap<RulePack>,
     pub prompt_rules: Arc<RulePack>,
     /// Woken after appends, so the learner applies them at once.
     pub committed: Arc<tokio::sync::Notify>,
     pub writer: WriterHandle,
+    /// Where rank and feedback hand review items, without waiting.
+    pub review: ReviewSink,
     pub key_limiter: TieredLimiter,
     pub user_limiter: TieredLimiter,
     pub metrics: PrometheusHandle,

@@ -7,6 +7,7 @@
 //! the last event they include, so a restart loads one and replays the tail.
 
 pub mod codec;
+pub mod oversight;
 pub mod postgres;
 pub mod sqlite;
 
@@ -14,6 +15,11 @@ use crate::events::{CandidateRecord, Event, EventBody, FeedbackIn, Impression, M
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+
+pub use oversight::{
+    AuditEntry, Decision, NewAudit, NewReviewItem, ReviewFilter, ReviewItem, ReviewReason, ReviewStatus, ReviewUpkeep,
+    VerdictIn,
+};
 
 /// How hard a commit tries to survive failures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -193,6 +199,50 @@ pub trait Store: Send + Sync + fmt::Debug {
 
     /// Cheap liveness check of the connection.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Adds candidates to the review queue, one item per (request, candidate): an item that
+    /// exists is kept, except that a pending uncertain-band item given again for a stronger
+    /// reason (blocked, reported) takes that reason. Returns how many rows were added or
+    /// changed.
+    async fn add_review_items(&self, items: &[NewReviewItem]) -> Result<u64, StoreError>;
+
+    /// One review item by id.
+    async fn review_item(&self, id: i64) -> Result<Option<ReviewItem>, StoreError>;
+
+    /// Review items matching `filter`, newest (highest id) first.
+    async fn list_review(&self, filter: &ReviewFilter) -> Result<Vec<ReviewItem>, StoreError>;
+
+    /// Records a verdict on a pending item and, in the same transaction, appends its
+    /// `ReviewVerdict` event (with the item's features, and whether the user had accepted the
+    /// candidate) and an audit entry.
+    async fn decide_review(&self, verdict: &VerdictIn) -> Result<Decision, StoreError>;
+
+    /// Expires pending items created before `expire_before_ms`, deletes pending uncertain-band
+    /// items beyond the newest `max_uncertain`, and purges judged or expired items older than
+    /// `purge_before_ms`.
+    async fn review_upkeep(
+        &self,
+        expire_before_ms: i64,
+        purge_before_ms: i64,
+        max_uncertain: u64,
+    ) -> Result<ReviewUpkeep, StoreError>;
+
+    /// How many review items there are in each status (statuses with none left out).
+    async fn review_counts(&self) -> Result<Vec<(ReviewStatus, u64)>, StoreError>;
+
+    /// Since `since_ms`: candidates judged insecure that the user had accepted, and rank
+    /// requests logged (impressions).
+    async fn incident_counts(&self, since_ms: i64) -> Result<(u64, u64), StoreError>;
+
+    /// Records an admin action; returns its id.
+    async fn add_audit(&self, entry: &NewAudit) -> Result<i64, StoreError>;
+
+    /// Admin actions, newest first, `limit` of them, with `id < before` when given.
+    async fn list_audit(&self, before: Option<i64>, limit: u32) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// Every `RulePatched` and `RuleDisabled` event with `seq <= through_seq`, in seq order
+    /// (a restart restores the rule patches a snapshot does not hold from these).
+    async fn rule_events(&self, through_seq: i64) -> Result<Vec<Event>, StoreError>;
 }
 
 /// Opens the store named by a URL: `sqlite://PATH` or a plain path is SQLite;

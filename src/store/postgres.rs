@@ -66,8 +66,9 @@
 //! Bodies of events are [`codec`] blobs (BYTEA); times and sequence numbers are BIGINT.
 
 use super::{
-    Appends, CommitPlan, Compacted, Durability, GroupOutcome, Key, KeyRecord, ModelRecord, SnapshotInfo, Store,
-    StoreError, WriteBatch, codec, cpu_bound, decode_stored_impression,
+    Appends, AuditEntry, CommitPlan, Compacted, Decision, Durability, GroupOutcome, Key, KeyRecord, ModelRecord,
+    NewAudit, NewReviewItem, ReviewFilter, ReviewItem, ReviewStatus, ReviewUpkeep, SnapshotInfo, Store, StoreError,
+    VerdictIn, WriteBatch, codec, cpu_bound, decode_stored_impression,
 };
 use crate::events::{Event, EventBody, Impression, ModelActivation, Scope};
 use async_trait::async_trait;
@@ -78,6 +79,9 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 use tokio::sync::{Mutex, MutexGuard};
 
+#[path = "postgres_oversight.rs"]
+mod oversight;
+
 /// The migrations, in version order: `(version, description, sql)`, one per file of
 /// `migrations/postgres/` (a unit test checks that the list and the directory agree). Embedded
 /// with `include_str!` rather than `sqlx::migrate!`, which needs sqlx's `macros` feature; the
@@ -85,6 +89,7 @@ use tokio::sync::{Mutex, MutexGuard};
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
     (2, "models", include_str!("../../migrations/postgres/0002_models.sql")),
+    (3, "oversight", include_str!("../../migrations/postgres/0003_oversight.sql")),
 ];
 
 /// Connections per store (per replica). Log transactions use at most one at a time (they queue
@@ -606,6 +611,7 @@ impl Store for PostgresStore {
                 .await?;
             feedback += 1;
         }
+        sqlx::query("DELETE FROM review_items WHERE user_id = $1").bind(user_id).execute(log.conn()).await?;
         let tombstone = log.insert_event(at_ms, &EventBody::UserErased { user_id: user_id.to_owned() }).await?;
         log.commit().await?;
         Ok((tombstone, impressions, feedback))
@@ -762,6 +768,51 @@ impl Store for PostgresStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+
+    async fn add_review_items(&self, items: &[NewReviewItem]) -> Result<u64, StoreError> {
+        oversight::add_review_items(self, items).await
+    }
+
+    async fn review_item(&self, id: i64) -> Result<Option<ReviewItem>, StoreError> {
+        oversight::review_item(self, id).await
+    }
+
+    async fn list_review(&self, filter: &ReviewFilter) -> Result<Vec<ReviewItem>, StoreError> {
+        oversight::list_review(self, filter).await
+    }
+
+    async fn decide_review(&self, verdict: &VerdictIn) -> Result<Decision, StoreError> {
+        oversight::decide_review(self, verdict).await
+    }
+
+    async fn review_upkeep(
+        &self,
+        expire_before_ms: i64,
+        purge_before_ms: i64,
+        max_uncertain: u64,
+    ) -> Result<ReviewUpkeep, StoreError> {
+        oversight::review_upkeep(self, expire_before_ms, purge_before_ms, max_uncertain).await
+    }
+
+    async fn review_counts(&self) -> Result<Vec<(ReviewStatus, u64)>, StoreError> {
+        oversight::review_counts(self).await
+    }
+
+    async fn incident_counts(&self, since_ms: i64) -> Result<(u64, u64), StoreError> {
+        oversight::incident_counts(self, since_ms).await
+    }
+
+    async fn add_audit(&self, entry: &NewAudit) -> Result<i64, StoreError> {
+        oversight::add_audit(self, entry).await
+    }
+
+    async fn list_audit(&self, before: Option<i64>, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
+        oversight::list_audit(self, before, limit).await
+    }
+
+    async fn rule_events(&self, through_seq: i64) -> Result<Vec<Event>, StoreError> {
+        oversight::rule_events(self, through_seq).await
     }
 }
 
@@ -969,11 +1020,13 @@ mod tests {
             [
                 "_sqlx_migrations",
                 "api_keys",
+                "audit_log",
                 "events",
                 "feedback_keys",
                 "impressions",
                 "log_head",
                 "models",
+                "review_items",
                 "snapshots"
             ]
         );

@@ -1,0 +1,268 @@
+//! The oversight tables beside the log (migration 0003): the review queue and the audit log.
+//! Types and the backend-independent parts; each backend implements the queries.
+
+use crate::events::{EventBody, ReviewVerdictEvent, Verdict};
+use crate::features::Features;
+use std::fmt;
+use std::str::FromStr;
+
+/// Why a candidate became a review item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReviewReason {
+    /// Its risk reached the user's block threshold.
+    Blocked,
+    /// The user reported it insecure.
+    Reported,
+    /// Its risk fell in the uncertain band. Only these items are dropped when the queue is full.
+    Uncertain,
+}
+
+impl ReviewReason {
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            ReviewReason::Blocked => "blocked",
+            ReviewReason::Reported => "reported",
+            ReviewReason::Uncertain => "uncertain",
+        }
+    }
+}
+
+impl FromStr for ReviewReason {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [ReviewReason::Blocked, ReviewReason::Reported, ReviewReason::Uncertain]
+            .into_iter()
+            .find(|r| r.name() == s)
+            .ok_or_else(|| format!("unknown review reason {s:?}"))
+    }
+}
+
+/// Where a review item stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReviewStatus {
+    Pending,
+    /// Judged insecure.
+    Insecure,
+    /// Judged safe.
+    Safe,
+    /// Not judged within the retention; its text and features are gone.
+    Expired,
+}
+
+impl ReviewStatus {
+    pub const ALL: [ReviewStatus; 4] =
+        [ReviewStatus::Pending, ReviewStatus::Insecure, ReviewStatus::Safe, ReviewStatus::Expired];
+
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            ReviewStatus::Pending => "pending",
+            ReviewStatus::Insecure => "insecure",
+            ReviewStatus::Safe => "safe",
+            ReviewStatus::Expired => "expired",
+        }
+    }
+
+    /// The status a verdict leads to.
+    #[must_use]
+    pub fn of_verdict(v: Verdict) -> ReviewStatus {
+        match v {
+            Verdict::Insecure => ReviewStatus::Insecure,
+            Verdict::Safe => ReviewStatus::Safe,
+        }
+    }
+}
+
+impl fmt::Display for ReviewStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ReviewStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ReviewStatus::ALL
+            .into_iter()
+            .find(|r| r.name() == s)
+            .ok_or_else(|| format!("unknown status {s:?}; expected one of pending, insecure, safe, expired"))
+    }
+}
+
+/// A candidate to put in the queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewReviewItem {
+    pub request_id: String,
+    pub candidate_id: String,
+    pub user_id: String,
+    pub reason: ReviewReason,
+    pub risk: f64,
+    pub rules: Vec<String>,
+    /// The findings as served, as a JSON array.
+    pub findings_json: String,
+    /// Raw text, only when the server retains text.
+    pub text: Option<String>,
+    pub features: Features,
+    pub created_at_ms: i64,
+}
+
+/// A review item as stored (without its features).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReviewItem {
+    pub id: i64,
+    pub request_id: String,
+    pub candidate_id: String,
+    pub user_id: String,
+    pub reason: ReviewReason,
+    pub status: ReviewStatus,
+    pub risk: f64,
+    pub rules: Vec<String>,
+    pub findings_json: String,
+    pub text: Option<String>,
+    pub created_at_ms: i64,
+    pub decided_at_ms: Option<i64>,
+    pub decided_by: Option<String>,
+    pub note: Option<String>,
+}
+
+/// Which items to list: newest first, `limit` of them, with `id < before` when given.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReviewFilter {
+    pub status: Option<ReviewStatus>,
+    pub user_id: Option<String>,
+    /// A rule id that hit.
+    pub rule: Option<String>,
+    /// Created at or after.
+    pub since_ms: Option<i64>,
+    pub before: Option<i64>,
+    pub limit: u32,
+}
+
+/// A verdict to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerdictIn {
+    pub item_id: i64,
+    pub verdict: Verdict,
+    pub note: String,
+    pub key_id: String,
+    pub at_ms: i64,
+}
+
+/// What became of a verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Recorded, and logged as the `ReviewVerdict` event `seq`.
+    Decided {
+        seq: i64,
+    },
+    NotFound,
+    /// The item was judged (or expired) already.
+    NotPending(ReviewStatus),
+}
+
+/// What one upkeep of the queue did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReviewUpkeep {
+    /// Pending items past the retention, now `expired` (text and features dropped).
+    pub expired: u64,
+    /// Pending uncertain-band items beyond the cap, deleted oldest first.
+    pub dropped: u64,
+    /// Expired or judged items past twice the retention, deleted.
+    pub purged: u64,
+}
+
+/// An admin action to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAudit {
+    pub at_ms: i64,
+    /// The admin key's id (never the key).
+    pub key_id: String,
+    pub action: String,
+    pub target: String,
+    /// A JSON object.
+    pub details_json: String,
+}
+
+/// An admin action as recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at_ms: i64,
+    pub key_id: String,
+    pub action: String,
+    pub target: String,
+    pub details_json: String,
+}
+
+/// What a verdict's `UPDATE .. RETURNING` gives: request id, candidate id, risk served,
+/// encoded features, whether the user had accepted the candidate.
+pub type DecidedRow = (String, String, f64, Option<Vec<u8>>, bool);
+
+/// Rule ids as stored: `",a,b,"` (empty: `","`).
+#[must_use]
+pub fn rules_column(rules: &[String]) -> String {
+    let mut s = String::from(",");
+    for r in rules {
+        s.push_str(r);
+        s.push(',');
+    }
+    s
+}
+
+/// Rule ids from their stored form.
+#[must_use]
+pub fn rules_from_column(s: &str) -> Vec<String> {
+    s.split(',').filter(|r| !r.is_empty()).map(str::to_string).collect()
+}
+
+/// The event a verdict on a stored item logs.
+///
+/// # Errors
+/// The item's features do not decode (or are gone).
+pub fn verdict_event(
+    v: &VerdictIn,
+    request_id: String,
+    candidate_id: String,
+    risk: f64,
+    features: Option<&[u8]>,
+    accepted: bool,
+) -> Result<EventBody, super::StoreError> {
+    let features: Features = match features {
+        Some(bytes) => super::codec::decode(bytes)
+            .map_err(|e| super::StoreError::Corrupt(format!("review item {}: features: {e}", v.item_id)))?,
+        None => return Err(super::StoreError::Corrupt(format!("review item {} has no features", v.item_id))),
+    };
+    Ok(EventBody::ReviewVerdict(ReviewVerdictEvent {
+        item_id: v.item_id,
+        request_id,
+        candidate_id,
+        verdict: v.verdict,
+        note: v.note.clone(),
+        key_id: v.key_id.clone(),
+        risk: risk as f32,
+        accepted,
+        features,
+    }))
+}
+
+/// Encodes an item's features for its column.
+///
+/// # Errors
+/// Encoding failed (not expected).
+pub fn encode_features(f: &Features) -> Result<Vec<u8>, super::StoreError> {
+    super::codec::encode(f).map_err(|e| super::StoreError::Invalid(format!("cannot encode features: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_ids_round_trip_through_their_column() {
+        let rules = vec!["python.sql.concat".to_string(), "python.eval".to_string()];
+        assert_eq!(rules_column(&rules), ",python.sql.concat,python.eval,");
+        assert_eq!(rules_from_column(&rules_column(&rules)), rules);
+        assert!(rules_from_column(&rules_column(&[])).is_empty());
+    }
+}
