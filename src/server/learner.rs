@@ -8,7 +8,7 @@
 //! Snapshots record the state with the sequence number of the last event applied.
 
 use super::state::Shared;
-use crate::events::{Event, EventBody, FeedbackEvent, ModelActivation};
+use crate::events::{Event, EventBody, FeedbackEvent, ModelActivation, Outcome};
 use crate::model::{Model, read_model, write_model};
 use crate::policy::{LabelWeights, PolicyState, label, user_key};
 use crate::store::{Store, codec};
@@ -59,12 +59,21 @@ fn apply_chunk(shared: &Shared, events: &[Event], created: &mut Vec<String>) {
             EventBody::Feedback(f) => {
                 learn(&mut model, f, &weights);
                 if let Some(user) = &f.user_id {
-                    policies.entry(user_key(user)).or_default().observe(&cfg, f.outcome, f64::from(f.risk), e.at_ms);
+                    let p = policies.entry(user_key(user)).or_default();
+                    p.observe(&cfg, f.outcome, f64::from(f.risk), e.at_ms);
+                    let t = p.policy(&cfg).temperature;
+                    shared.figures.temperature(user, t, cfg.default_temperature, e.at_ms);
+                }
+                match f.outcome {
+                    Outcome::Accepted => shared.figures.decided(true, f64::from(f.risk) >= cfg.risky_at),
+                    Outcome::Rejected => shared.figures.decided(false, f64::from(f.risk) >= cfg.risky_at),
+                    Outcome::ReportedInsecure | Outcome::ReportedSafe => {}
                 }
                 metrics::counter!("guardrank_feedback_applied_total", "outcome" => f.outcome.name()).increment(1);
             }
             EventBody::PolicyReset { user_id } | EventBody::UserErased { user_id } => {
                 policies.remove(&user_key(user_id));
+                shared.figures.forget(user_id);
             }
             EventBody::KeyRevoked { key_id } => shared.keys.revoke(key_id),
             EventBody::KeyCreated { key_id, .. } => created.push(key_id.clone()),

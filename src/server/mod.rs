@@ -10,6 +10,7 @@ pub mod api;
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod figures;
 pub mod learner;
 pub mod openapi;
 pub mod ratelimit;
@@ -118,6 +119,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/models", get(admin::list_models))
         .route("/admin/models/reload", post(admin::reload_model))
         .route("/admin/models/{version}/activate", post(admin::activate_model))
+        .route("/admin/figures", get(figures::figures))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&state), timeout_guard))
         .layer(middleware::from_fn(track))
@@ -183,6 +185,7 @@ pub struct Application {
     learner: Option<std::thread::JoinHandle<()>>,
     writer_task: tokio::task::JoinHandle<()>,
     compactor: tokio::task::JoinHandle<()>,
+    sampler: tokio::task::JoinHandle<()>,
 }
 
 /// Compacts on a timer: impressions that got no feedback after `impression_ttl_days`
@@ -260,6 +263,7 @@ impl Application {
             snapshot_every: settings.snapshot_every,
             snapshots_kept: settings.snapshots_kept,
             tail_interval: Duration::from_millis(100),
+            figures: figures::Figures::default(),
         });
         let committed = Arc::new(Notify::new());
         let (writer, writer_task) = writer::spawn(
@@ -305,7 +309,8 @@ impl Application {
             });
         }
         let compactor = tokio::spawn(compaction_loop(Arc::clone(&state)));
-        Ok(Application { listener, addr, state, stop_learner, learner: Some(learner), writer_task, compactor })
+        let sampler = tokio::spawn(figures::sample_loop(Arc::clone(&state)));
+        Ok(Application { listener, addr, state, stop_learner, learner: Some(learner), writer_task, compactor, sampler })
     }
 
     /// The bound address (with the real port when 0 was asked for).
@@ -333,6 +338,7 @@ impl Application {
         let app = router(Arc::clone(&self.state));
         let served = axum::serve(self.listener, app.into_make_service()).with_graceful_shutdown(shutdown).await;
         self.compactor.abort();
+        self.sampler.abort();
         tracing::info!("draining: committing buffered impressions");
         self.state.writer.flush().await;
         let state = self.state;

@@ -34,11 +34,13 @@ impl Modify for BearerAuth {
         super::admin::list_models,
         super::admin::reload_model,
         super::admin::activate_model,
+        super::figures::figures,
     ),
     components(schemas(
         api::RankRequest, api::CandidateIn, api::RankResponse, api::CandidateOut, api::PolicyBrief, api::PromptOut,
         api::FeedbackRequest, api::FeedbackItem, api::FeedbackResponse, api::PolicyResponse, api::FeedbackCounts,
         api::KeyCreateRequest, api::KeyInfo, api::KeyCreated,
+        super::figures::FiguresResponse, super::figures::Sample, super::figures::Mover,
     )),
     modifiers(&BearerAuth)
 )]

@@ -1,6 +1,7 @@
 //! Shared state of a running server.
 
 use super::auth::KeyRing;
+use super::figures::Figures;
 use super::ratelimit::Limiter;
 use super::settings::Settings;
 use super::writer::WriterHandle;
@@ -33,6 +34,8 @@ pub struct Shared {
     pub snapshot_every: u64,
     pub snapshots_kept: u32,
     pub tail_interval: Duration,
+    /// Live figures for the console (counters, temperature movers, samples).
+    pub figures: Figures,
 }
 
 /// Everything a handler needs.
