@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod api;
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod figures;
@@ -120,6 +121,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/models/reload", post(admin::reload_model))
         .route("/admin/models/{version}/activate", post(admin::activate_model))
         .route("/admin/figures", get(figures::figures))
+        .route("/console", get(console::page))
+        .route("/console/app.js", get(console::script))
+        .route("/console/app.css", get(console::style))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&state), timeout_guard))
         .layer(middleware::from_fn(track))

@@ -35,6 +35,7 @@ impl Modify for BearerAuth {
         super::admin::reload_model,
         super::admin::activate_model,
         super::figures::figures,
+        super::console::page,
     ),
     components(schemas(
         api::RankRequest, api::CandidateIn, api::RankResponse, api::CandidateOut, api::PolicyBrief, api::PromptOut,
