@@ -2,8 +2,8 @@
 //! itself driven in a real headless Chromium over WebDriver.
 //!
 //! The browser tests print "skipped: ..." and return when chromium or chromedriver is missing
-//! (`.ci/run` installs both). The verdict test also skips while the server has no review
-//! queue (`GET /admin/review` answering 404).
+//! (`.ci/run` installs both). The verdict and rules tests also skip while the server lacks
+//! their routes (`GET /admin/review`, `GET /admin/rules` answering 404).
 
 mod common;
 #[path = "common/webdriver.rs"]
@@ -261,6 +261,79 @@ async fn browser_reviewer_records_a_verdict_and_the_item_leaves_the_queue() {
     let listed = s == 200 && judged["items"].as_array().into_iter().flatten().any(|i| i["request_id"] == rid.as_str());
     let (_, audit) = app.admin(Method::GET, "/admin/audit?limit=100", None).await;
     assert!(listed || audit.to_string().contains(&item_id), "verdict recorded: {judged} / {audit}");
+    b.quit().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn browser_rules_view_shows_a_refusal_saves_a_rule_and_disables_it() {
+    let test = "browser_rules_view_shows_a_refusal_saves_a_rule_and_disables_it";
+    let _one = BROWSER.lock().await;
+    let d = tempfile::tempdir().expect("tempdir");
+    let app = TestApp::start(test_settings(d.path())).await;
+    let (s, v) = app.admin(Method::GET, "/admin/rules", None).await;
+    if s == 404 {
+        println!("skipped: {test}: this server has no rule routes yet (GET /admin/rules answers 404: {v})");
+        app.stop().await;
+        return;
+    }
+    assert_eq!(s, 200, "{v}");
+    let Some(b) = browser_or_skip(test).await else {
+        app.stop().await;
+        return;
+    };
+    b.goto(&app.url("/console")).await;
+    sign_in(&b, ADMIN).await;
+    b.wait_until("signed in", "return !document.getElementById('whoami').hidden", json!([])).await;
+    b.click(&b.find("button[data-view='rules']").await).await;
+    let has_row =
+        "return [...document.querySelectorAll('#rules-table tbody tr')].some(e => e.dataset.id === arguments[0])";
+    b.wait_until("the built-in rules", has_row, json!(["python.cmd.os-system-interpolated"])).await;
+
+    // A rule whose insecure example does not match is refused; the 422's detail is shown.
+    let id = "python.crypto.legacy-vault-ecb";
+    let mut rule = json!({"id": id, "languages": ["python"], "cwe": "CWE-327", "severity": "high",
+        "message": "legacy_vault.seal_ecb uses ECB mode", "patterns": ["legacy_vault\\.seal_ecb\\("], "unless": [],
+        "examples": {"insecure": ["blob = legacy_vault.seal_gcm(key, data)"], "secure": ["blob = vault.seal_gcm(key, data)"]}});
+    let editor = b.find("#rule-json").await;
+    b.clear(&editor).await;
+    b.type_into(&editor, &rule.to_string()).await;
+    b.click(&b.find("#rule-save").await).await;
+    b.wait_until("the refusal", "return !document.getElementById('rule-error').hidden", json!([])).await;
+    let error = b.text(&b.find("#rule-error").await).await;
+    assert!(error.contains("422") && error.contains("seal_gcm"), "{error}");
+    let (_, v) = app.admin(Method::GET, "/admin/rules", None).await;
+    assert!(!v.to_string().contains(id), "a refused rule is not active: {v}");
+
+    // Fixed, it is saved, listed and active over the API.
+    rule["examples"]["insecure"] = json!(["blob = legacy_vault.seal_ecb(key, data)"]);
+    b.clear(&editor).await;
+    b.type_into(&editor, &rule.to_string()).await;
+    b.click(&b.find("#rule-save").await).await;
+    b.wait_until("the new rule listed", has_row, json!([id])).await;
+    let (_, v) = app.admin(Method::GET, "/admin/rules", None).await;
+    assert!(v["rules"].as_array().into_iter().flatten().any(|r| r["id"] == id), "{v}");
+
+    // Disabled from its row (after the confirmation), it leaves the active list.
+    let button = Browser::element_of(
+        &b.script(
+            "return [...document.querySelectorAll('#rules-table tbody tr')].find(e => e.dataset.id === arguments[0]) \
+             .querySelector('button.danger')",
+            json!([id]),
+        )
+        .await,
+    )
+    .expect("disable button");
+    b.click(&button).await;
+    b.accept_alert().await;
+    b.wait_until(
+        "the rule to leave the list",
+        "return ![...document.querySelectorAll('#rules-table tbody tr')].some(e => e.dataset.id === arguments[0])",
+        json!([id]),
+    )
+    .await;
+    let (_, v) = app.admin(Method::GET, "/admin/rules", None).await;
+    assert!(!v["rules"].as_array().into_iter().flatten().any(|r| r["id"] == id), "{v}");
     b.quit().await;
     app.stop().await;
 }

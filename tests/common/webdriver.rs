@@ -152,6 +152,11 @@ impl Browser {
         self.cmd(reqwest::Method::POST, "/actions", Some(actions)).await;
     }
 
+    /// Accepts the open `confirm()` dialog.
+    pub async fn accept_alert(&self) {
+        self.cmd(reqwest::Method::POST, "/alert/accept", Some(json!({}))).await;
+    }
+
     /// Ends the session (closes the browser).
     pub async fn quit(mut self) {
         let url = format!("{}/session/{}", self.base, self.session);

@@ -299,7 +299,10 @@ function editable(rule) {
 async function loadRules() {
   const body = $("rules-table").tBodies[0];
   try {
-    const rules = ruleList(await api("GET", "/admin/rules"));
+    const data = await api("GET", "/admin/rules");
+    const rules = ruleList(data);
+    const disabled = data && Array.isArray(data.disabled)
+      ? data.disabled.map((d) => (d && typeof d === "object" ? d.rule_id || d.id : d)) : [];
     body.replaceChildren();
     for (const r of rules) {
       const tr = el("tr");
@@ -308,8 +311,9 @@ async function loadRules() {
       tr.appendChild(el("td", null, (r.languages || []).join(", ")));
       tr.appendChild(el("td", null, r.severity || ""));
       tr.appendChild(el("td", null, r.mode || "enforce"));
-      const state = [r.source || r.origin, r.enabled === false || r.disabled === true ? "disabled" : ""]
-        .filter(Boolean).join(", ");
+      const by = r.patched_by ? `by ${r.patched_by}` : "";
+      const state = [r.source || r.origin, by, r.enabled === false || r.disabled === true ? "disabled" : ""]
+        .filter(Boolean).join(" ");
       tr.appendChild(el("td", null, state));
       const td = el("td");
       const edit = el("button", null, "Edit");
@@ -322,7 +326,8 @@ async function loadRules() {
       tr.appendChild(td);
       body.appendChild(tr);
     }
-    status("rules-status", `${rules.length} rules.`);
+    const off = disabled.length ? ` Disabled: ${disabled.join(", ")} (save one again to enable it).` : "";
+    status("rules-status", `${rules.length} active rules.${off}`);
   } catch (e) {
     status("rules-status", e.status === 404 ? "This server has no rule routes (404)." : e.message, true);
   }
@@ -355,8 +360,8 @@ async function saveRule() {
   }
   try {
     await api("POST", "/admin/rules", rule);
-    status("rules-status", `Saved ${rule.id}.`);
     await loadRules();
+    status("rules-status", `Saved ${rule.id}.`);
   } catch (e) {
     err.textContent = `Refused: ${e.message}`;
     err.hidden = false;
@@ -367,8 +372,8 @@ async function disableRule(id) {
   if (!window.confirm(`Disable rule ${id}?`)) return;
   try {
     await api("DELETE", `/admin/rules/${encodeURIComponent(id)}`);
-    status("rules-status", `Disabled ${id}.`);
     await loadRules();
+    status("rules-status", `Disabled ${id}.`);
   } catch (e) {
     status("rules-status", `Not disabled: ${e.message}`, true);
   }
