@@ -19,7 +19,7 @@ use super::snapshot::take_snapshot;
 use super::state::Shared;
 use crate::abuse::guard::{self, Learned, Source};
 use crate::abuse::{Population, RequestSignal, Usage, shape};
-use crate::events::{Event, EventBody, FeedbackEvent, Impression, ModelActivation};
+use crate::events::{Event, EventBody, FeedbackEvent, Impression, ModelActivation, Outcome};
 use crate::model::Model;
 use crate::policy::{PolicyState, label, user_key, verdict_label};
 use crate::store::Store;
@@ -68,7 +68,15 @@ fn apply_chunk(shared: &Shared, events: &[Event], created: &mut Vec<String>) {
                 let budget = f.user_id.as_ref().map(|u| policies.entry(user_key(u)).or_default());
                 learn_online(shared, &mut model, f, budget, &pop, e.at_ms);
                 if let Some(user) = &f.user_id {
-                    policies.entry(user_key(user)).or_default().observe(&cfg, f.outcome, f64::from(f.risk), e.at_ms);
+                    let p = policies.entry(user_key(user)).or_default();
+                    p.observe(&cfg, f.outcome, f64::from(f.risk), e.at_ms);
+                    let t = p.policy(&cfg).temperature;
+                    shared.figures.temperature(user, t, cfg.default_temperature, e.at_ms);
+                }
+                match f.outcome {
+                    Outcome::Accepted => shared.figures.decided(true, f64::from(f.risk) >= cfg.risky_at),
+                    Outcome::Rejected => shared.figures.decided(false, f64::from(f.risk) >= cfg.risky_at),
+                    Outcome::ReportedInsecure | Outcome::ReportedSafe => {}
                 }
                 metrics::counter!("guardrank_feedback_applied_total", "outcome" => f.outcome.name()).increment(1);
             }
@@ -86,6 +94,7 @@ fn apply_chunk(shared: &Shared, events: &[Event], created: &mut Vec<String>) {
             // user starts afresh.
             EventBody::PolicyReset { user_id } | EventBody::UserErased { user_id } => {
                 policies.remove(&user_key(user_id));
+                shared.figures.forget(user_id);
             }
             EventBody::KeyRevoked { key_id } => shared.keys.revoke(key_id),
             EventBody::KeyCreated { key_id, .. } => created.push(key_id.clone()),

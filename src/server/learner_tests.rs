@@ -43,6 +43,7 @@ fn shared(guard: GuardConfig) -> Shared {
         rule_set: RwLock::new(crate::server::patches::RuleSet::new(
             crate::rules::builtin_specs().expect("built-in rule specs"),
         )),
+        figures: crate::server::figures::Figures::default(),
     }
 }
 

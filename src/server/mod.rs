@@ -9,8 +9,10 @@ pub mod admin;
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod extract;
+pub mod figures;
 pub mod learner;
 pub mod openapi;
 pub mod patches;
@@ -129,6 +131,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/admin/rules", get(rules_admin::list_rules).post(rules_admin::patch_rule))
         .route("/admin/rules/{rule_id}", delete(rules_admin::disable_rule))
         .route("/admin/audit", get(audit::list_audit))
+        .route("/admin/figures", get(figures::figures))
+        .route("/console", get(console::page))
+        .route("/console/app.js", get(console::script))
+        .route("/console/app.css", get(console::style))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(Arc::clone(&state), timeout_guard))
         .layer(middleware::from_fn(track))
@@ -195,6 +201,7 @@ pub struct Application {
     writer_task: tokio::task::JoinHandle<()>,
     review_task: tokio::task::JoinHandle<()>,
     compactor: tokio::task::JoinHandle<()>,
+    sampler: tokio::task::JoinHandle<()>,
 }
 
 /// Compacts on a timer: impressions that got no feedback after `impression_ttl_days`
@@ -307,6 +314,7 @@ impl Application {
             log_ms: AtomicI64::new(0),
             rules: ArcSwap::from_pointee(pack),
             rule_set: RwLock::new(rule_set),
+            figures: figures::Figures::default(),
         };
         if let Some(r) = restored {
             if !degraded {
@@ -376,6 +384,7 @@ impl Application {
             });
         }
         let compactor = tokio::spawn(compaction_loop(Arc::clone(&state)));
+        let sampler = tokio::spawn(figures::sample_loop(Arc::clone(&state)));
         Ok(Application {
             listener,
             addr,
@@ -385,6 +394,7 @@ impl Application {
             writer_task,
             review_task,
             compactor,
+            sampler,
         })
     }
 
@@ -413,6 +423,7 @@ impl Application {
         let app = router(Arc::clone(&self.state));
         let served = axum::serve(self.listener, app.into_make_service()).with_graceful_shutdown(shutdown).await;
         self.compactor.abort();
+        self.sampler.abort();
         tracing::info!("draining: committing buffered impressions");
         self.state.writer.flush().await;
         let state = self.state;

@@ -40,11 +40,14 @@ impl Modify for BearerAuth {
         super::rules_admin::patch_rule,
         super::rules_admin::disable_rule,
         super::audit::list_audit,
+        super::figures::figures,
+        super::console::page,
     ),
     components(schemas(
         api::RankRequest, api::CandidateIn, api::RankResponse, api::CandidateOut, api::PolicyBrief, api::PromptOut,
         api::FeedbackRequest, api::FeedbackItem, api::FeedbackResponse, api::PolicyResponse, api::FeedbackCounts, api::UsageOut,
         api::KeyCreateRequest, api::KeyInfo, api::KeyCreated, super::review::VerdictRequest,
+        super::figures::FiguresResponse, super::figures::Sample, super::figures::Mover,
     )),
     modifiers(&BearerAuth)
 )]

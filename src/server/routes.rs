@@ -155,6 +155,7 @@ pub async fn rank(
     metrics::counter!("guardrank_candidates_scored_total").increment(out.len() as u64);
     metrics::histogram!("guardrank_prompt_risk").record(scored.prompt_risk);
     metrics::counter!("guardrank_candidates_blocked_total").increment(blocked);
+    state.shared.figures.ranked(out.len() as u64, blocked);
     let imp = Impression {
         request_id: rid.clone(),
         user_id,

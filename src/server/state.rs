@@ -1,6 +1,7 @@
 //! Shared state of a running server.
 
 use super::auth::KeyRing;
+use super::figures::Figures;
 use super::patches::RuleSet;
 use super::ratelimit::TieredLimiter;
 use super::review::ReviewSink;
@@ -54,6 +55,8 @@ pub struct Shared {
     pub rules: ArcSwap<RulePack>,
     /// The patches the pack was built from (the learner writes it, `GET /admin/rules` reads).
     pub rule_set: RwLock<RuleSet>,
+    /// Live figures for the console (counters, temperature movers, samples).
+    pub figures: Figures,
 }
 
 impl Shared {
