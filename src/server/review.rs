@@ -23,7 +23,9 @@ use tokio::sync::mpsc;
 /// Items waiting for the writer task at most; beyond, new ones are dropped (and counted).
 const QUEUE: usize = 4096;
 /// Items written per transaction at most.
-const BATCH: usize = 256;
+const BATCH: usize = 2048;
+/// How long the writer gathers items before it writes them.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(250);
 /// Longest reviewer note, in characters.
 const MAX_NOTE_CHARS: usize = 2000;
 
@@ -59,11 +61,15 @@ pub fn spawn(store: Arc<dyn Store>, shared: Arc<Shared>) -> (ReviewSink, tokio::
 
 async fn run(mut rx: mpsc::Receiver<ReviewCmd>, store: Arc<dyn Store>, shared: Arc<Shared>) {
     while let Some(first) = rx.recv().await {
+        // Gather for a while: each write is a transaction that competes with the group
+        // commit of impressions and feedback for the store's write lock, and queued items are
+        // best effort, so a quarter of a second of delay costs nothing.
         let mut cmds = vec![first];
+        let deadline = tokio::time::Instant::now() + LINGER;
         while cmds.len() < BATCH {
-            match rx.try_recv() {
-                Ok(c) => cmds.push(c),
-                Err(_) => break,
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(c)) => cmds.push(c),
+                Ok(None) | Err(_) => break,
             }
         }
         let mut items = Vec::with_capacity(cmds.len());
