@@ -86,7 +86,13 @@ fn apply_chunk(shared: &Shared, events: &[Event], created: &mut Vec<String>) {
                 let st = policies.entry(user_key(&i.user_id)).or_default();
                 st.usage.observe(acfg, &signal, e.at_ms);
                 st.trust = crate::abuse::trust(acfg, &pop, &st.usage, e.at_ms) as f32;
-                if let Ok(mut keys) = shared.key_usage.write() {
+                // A key's usage counts only the requests of users in the full tier: a plugin
+                // backend's key serves many users, and one whose own trust has fallen is
+                // already limited by its user tier; counting its flood against the key would
+                // throttle every other user of that backend.
+                if shared.tiers.of(f64::from(st.trust)) == Tier::Full
+                    && let Ok(mut keys) = shared.key_usage.write()
+                {
                     keys.entry(i.key_id.clone()).or_default().observe(acfg, &signal, e.at_ms);
                 }
             }
