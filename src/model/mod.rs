@@ -149,14 +149,7 @@ impl Model {
             return;
         }
         let Hyper { alpha, beta, l1, l2, .. } = self.hyper;
-        let d = beta / alpha + l2;
-        let z = if w < 0.0 {
-            l1 - w * d
-        } else if w > 0.0 {
-            -w * d - l1
-        } else {
-            0.0
-        };
+        let z = z_for(w, 0.0, self.hyper);
         self.cells[i] = Cell { z, n: 0.0, w: ftrl_weight(z, 0.0, alpha, beta, l1, l2) };
     }
 
@@ -168,17 +161,9 @@ impl Model {
         for (i, c) in self.cells.iter_mut().enumerate() {
             let w = f(i, c.w);
             let w = if w.is_finite() { w } else { 0.0 };
-            let n = c.n;
-            let d = (beta + n.sqrt()) / alpha + l2;
-            let z = if w < 0.0 {
-                l1 - w * d
-            } else if w > 0.0 {
-                -w * d - l1
-            } else {
-                0.0
-            };
+            let z = z_for(w, c.n, self.hyper);
             c.z = z;
-            c.w = ftrl_weight(z, n, alpha, beta, l1, l2);
+            c.w = ftrl_weight(z, c.n, alpha, beta, l1, l2);
         }
     }
 
@@ -209,17 +194,9 @@ impl Model {
         if !floor.is_finite() || c.w >= floor {
             return;
         }
-        let n = c.n;
-        let d = (beta + n.sqrt()) / alpha + l2;
-        let z = if floor < 0.0 {
-            l1 - floor * d
-        } else if floor > 0.0 {
-            -floor * d - l1
-        } else {
-            0.0
-        };
+        let z = z_for(floor, c.n, self.hyper);
         c.z = z;
-        c.w = ftrl_weight(z, n, alpha, beta, l1, l2);
+        c.w = ftrl_weight(z, c.n, alpha, beta, l1, l2);
     }
 
     /// The learned weight of one coordinate.
@@ -276,6 +253,20 @@ impl Model {
 #[inline]
 fn ftrl_weight(z: f32, n: f32, alpha: f32, beta: f32, l1: f32, l2: f32) -> f32 {
     weight_of(z, n.sqrt(), alpha, beta, l1, l2)
+}
+
+/// The `z` that gives weight `w` with accumulator `n` (the inverse of [`ftrl_weight`]).
+#[inline]
+fn z_for(w: f32, n: f32, hyper: Hyper) -> f32 {
+    let Hyper { alpha, beta, l1, l2, .. } = hyper;
+    let d = (beta + n.sqrt()) / alpha + l2;
+    if w < 0.0 {
+        l1 - w * d
+    } else if w > 0.0 {
+        -w * d - l1
+    } else {
+        0.0
+    }
 }
 
 /// The weight of accumulators `z` and `n`, given `root` = `sqrt(n)`.

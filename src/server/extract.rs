@@ -21,9 +21,7 @@ fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, ApiError> {
         .ok_or_else(|| ApiError::unauthorized("the Authorization header must be \"Bearer <key>\""))?;
     let caller =
         state.shared.keys.authenticate(token).ok_or_else(|| ApiError::unauthorized("unknown or revoked key"))?;
-    // A key's trust lowers it at most to the reduced tier: the minimal tier would stop every
-    // user of a plugin backend, which is the per-user tiers' job, user by user.
-    let trust = state.shared.key_trust(&caller.key_id).max(state.shared.tiers.minimal_below);
+    let trust = state.shared.key_trust(&caller.key_id);
     if let Err((wait, tier)) = state.key_limiter.check(&caller.key_id, trust, state.clock_s()) {
         metrics::counter!("guardrank_rate_limited_total", "scope" => "key", "tier" => tier.name()).increment(1);
         return Err(ApiError::rate_limited(

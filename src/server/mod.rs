@@ -353,7 +353,8 @@ impl Application {
                 settings.rate_limit_key_burst,
                 settings.tiers(),
                 settings.rate_limit_replicas,
-            ),
+            )
+            .at_most(ratelimit::Tier::Reduced),
             user_limiter: ratelimit::TieredLimiter::new(
                 settings.rate_limit_user_per_s,
                 settings.rate_limit_user_burst,

@@ -50,8 +50,8 @@ impl Limiter {
     }
 }
 
-/// A trust tier.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A trust tier, ordered from the loosest to the strictest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Tier {
     Full,
     Reduced,
@@ -99,6 +99,8 @@ impl Tiers {
 #[derive(Debug)]
 pub struct TieredLimiter {
     tiers: Tiers,
+    /// The strictest tier this limiter applies, whatever the trust.
+    strictest: Tier,
     full: Limiter,
     reduced: Limiter,
     minimal: Limiter,
@@ -111,12 +113,25 @@ impl TieredLimiter {
     pub fn new(rate_per_s: f64, burst: f64, tiers: Tiers, replicas: u32) -> TieredLimiter {
         let n = f64::from(replicas.max(1));
         let lim = |f: f64| Limiter::new(rate_per_s * f / n, (burst * f / n).max(1.0));
-        TieredLimiter { tiers, full: lim(1.0), reduced: lim(tiers.reduced_factor), minimal: lim(tiers.minimal_factor) }
+        TieredLimiter {
+            tiers,
+            strictest: Tier::Minimal,
+            full: lim(1.0),
+            reduced: lim(tiers.reduced_factor),
+            minimal: lim(tiers.minimal_factor),
+        }
+    }
+
+    /// The same, never stricter than `tier` (for API keys: a plugin backend's key serves many
+    /// users, and stopping them all for one user's abuse is the per-user tiers' job).
+    #[must_use]
+    pub fn at_most(self, tier: Tier) -> TieredLimiter {
+        TieredLimiter { strictest: tier, ..self }
     }
 
     /// Takes a token for `key` in the tier of `trust`; `Err((wait_s, tier))` when empty.
     pub fn check(&self, key: &str, trust: f64, now_s: f64) -> Result<(), (f64, Tier)> {
-        let tier = self.tiers.of(trust);
+        let tier = self.tiers.of(trust).min(self.strictest);
         let l = match tier {
             Tier::Full => &self.full,
             Tier::Reduced => &self.reduced,
@@ -141,6 +156,17 @@ mod tests {
         let (wait, tier) = l.check("c", 0.1, 0.0).expect_err("empty");
         assert_eq!(tier, Tier::Minimal);
         assert!((wait - 0.2).abs() < 1e-9, "1 token at 5/s: {wait}");
+    }
+
+    #[test]
+    fn a_limiter_capped_at_a_tier_never_goes_stricter() {
+        let tiers = Tiers { reduced_below: 0.8, minimal_below: 0.4, reduced_factor: 0.5, minimal_factor: 0.1 };
+        let l = TieredLimiter::new(100.0, 100.0, tiers, 1).at_most(Tier::Reduced);
+        let count = |key: &str, trust: f64| (0..200).take_while(|_| l.check(key, trust, 0.0).is_ok()).count();
+        assert_eq!(count("a", 1.0), 100);
+        assert_eq!(count("b", 0.6), 50);
+        assert_eq!(count("c", 0.0), 50, "trust 0 stays in the reduced tier");
+        assert_eq!(l.check("c", 0.0, 0.0).expect_err("empty").1, Tier::Reduced);
     }
 
     #[test]
