@@ -7,6 +7,7 @@ use std::path::Path;
 fn main() {
     embed("data/rules", "builtin_rules.rs");
     embed("data/prompt-rules", "builtin_prompt_rules.rs");
+    embed("data/prompts", "builtin_prompt_set.rs");
 }
 
 /// Writes `OUT_DIR/<out>`: a slice of (file name, contents) of every `*.toml` in `dir`.

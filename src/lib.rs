@@ -14,6 +14,8 @@
 //! - [`abuse`]: usage-pattern monitoring (robust z-scores against the population) that sets
 //!   users' trust, and the poisoning defence of learning from feedback ([`abuse::guard`]).
 //! - [`engine`]: rules + features + model → an [`engine::Assessment`] of one snippet.
+//! - [`prompt`]: the request's prompt: prompt rules plus a learned two-head model (harmful
+//!   request, prompt injection) trained from the multilingual prompt set of data/prompts/.
 //! - [`scan`]: whole files: suppressions, baselines, windowed scoring.
 //! - [`train`]: seeded multi-pass fitting; [`corpus`]: the labelled corpus and its split.
 //! - [`batch`]: the retraining job's L-BFGS fit (linfa-logistic) mapped into the hashed space.
@@ -49,6 +51,7 @@ pub mod lang;
 pub mod lexer;
 pub mod model;
 pub mod policy;
+pub mod prompt;
 pub mod rank;
 pub mod registry;
 pub mod report;

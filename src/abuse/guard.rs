@@ -95,6 +95,7 @@ pub enum Source {
 pub struct Protected {
     idx: Vec<u32>,
     floor: f32,
+    bits: u8,
 }
 
 impl Protected {
@@ -111,7 +112,14 @@ impl Protected {
             .collect();
         idx.sort_unstable();
         idx.dedup();
-        Protected { idx, floor }
+        Protected { idx, floor, bits }
+    }
+
+    /// The same floor over another rule pack (after a rule is patched or disabled at run
+    /// time, so a rule added as high or critical is protected at once).
+    #[must_use]
+    pub fn for_rules(&self, rules: &[CompiledRule]) -> Protected {
+        Protected::from_rules(rules, self.bits, self.floor)
     }
 
     /// Whether `x` carries a protected coordinate (a high or critical rule hit).
@@ -207,7 +215,7 @@ mod tests {
     #[test]
     fn safe_labels_never_take_a_protected_example_under_the_floor_but_reviewers_can() {
         let hyper = Hyper { bits: 10, ..Hyper::default() };
-        let prot = Protected { idx: vec![7], floor: 0.0 };
+        let prot = Protected { idx: vec![7], floor: 0.0, bits: 10 };
         let cfg = GuardConfig::default();
         // A high rule's prior (3.25) plus a little learned weight: risk about 0.97.
         let ex = x(&[3, 7, 9], 3.25);
@@ -230,7 +238,7 @@ mod tests {
     #[test]
     fn unprotected_examples_learn_freely() {
         let hyper = Hyper { bits: 10, ..Hyper::default() };
-        let prot = Protected { idx: vec![7], floor: 0.0 };
+        let prot = Protected { idx: vec![7], floor: 0.0, bits: 10 };
         let mut m = Model::new(hyper, "t");
         let ex = x(&[3, 9], 3.25);
         for _ in 0..500 {

@@ -5,6 +5,7 @@ mod corpus_cmd;
 mod eval;
 mod jsonl;
 mod models;
+mod prompts_cmd;
 mod sarif;
 mod score;
 mod serve;
@@ -128,6 +129,46 @@ pub enum Command {
         #[command(subcommand)]
         command: CorpusCommand,
     },
+    /// The learned prompt model: train it, evaluate it, score a prompt.
+    Prompts {
+        #[command(subcommand)]
+        command: PromptsCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PromptsCommand {
+    /// Fit the learned prompt model on the training families of the prompt set and the corpus
+    /// (the built-in one: `--output models/prompt.grm`).
+    Train {
+        #[command(flatten)]
+        data: prompts_cmd::PromptData,
+        #[arg(long)]
+        corpus: Option<PathBuf>,
+        #[arg(long)]
+        output: PathBuf,
+        #[arg(long, default_value = prompts_cmd::PROMPT_MODEL_VERSION)]
+        version: String,
+    },
+    /// Figures of the prompt scorer (rules plus learned model) on a split of the prompt set.
+    Eval {
+        #[command(flatten)]
+        data: prompts_cmd::PromptData,
+        /// A model file instead of the built-in one.
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Split::Holdout)]
+        split: Split,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Assess the prompt read from stdin; print JSON `{"risk", "rule_risk", "learned", "findings"}`.
+    Score {
+        /// A model file instead of the built-in one.
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -200,6 +241,15 @@ pub fn main() -> ExitCode {
         Command::Corpus { command } => match command {
             CorpusCommand::Export { corpus, split } => corpus_cmd::export(corpus.as_deref(), split),
             CorpusCommand::Stats { corpus } => corpus_cmd::stats(corpus.as_deref()),
+        },
+        Command::Prompts { command } => match command {
+            PromptsCommand::Train { data, corpus, output, version } => {
+                prompts_cmd::train_cmd(&data, corpus.as_deref(), &output, &version)
+            }
+            PromptsCommand::Eval { data, model, split, json } => {
+                prompts_cmd::eval_cmd(&data, model.as_deref(), split, json)
+            }
+            PromptsCommand::Score { model } => prompts_cmd::score_cmd(model.as_deref()),
         },
     };
     match result {

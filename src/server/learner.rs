@@ -147,6 +147,7 @@ fn apply_rules(shared: &Shared, events: &[Event]) {
     };
     match set.pack() {
         Ok(pack) => {
+            shared.protected.store(Arc::new(shared.protected.load().for_rules(pack.rules())));
             shared.rules.store(Arc::new(pack));
             let seq = rule_events.last().map_or(0, |e| e.seq);
             tracing::info!(seq, patches = set.patches().len(), "rule pack rebuilt");
@@ -211,7 +212,7 @@ fn learn_online(
 
 fn guarded(shared: &Shared, model: &mut Model, f: &FeedbackEvent, insecure: bool, w: f32) {
     // Reviewer verdicts (the review queue) should call `guard::learn` with `Source::Reviewer`.
-    let r = guard::learn(model, &f.features, insecure, w, &shared.protected, &shared.guard_cfg, Source::User);
+    let r = guard::learn(model, &f.features, insecure, w, &shared.protected.load(), &shared.guard_cfg, Source::User);
     if r == Learned::Refused {
         metrics::counter!("guardrank_labels_refused_total").increment(1);
     }

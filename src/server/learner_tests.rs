@@ -35,7 +35,7 @@ fn shared(guard: GuardConfig) -> Shared {
         abuse_cfg: AbuseConfig::default(),
         guard_cfg: guard,
         tiers: Tiers { reduced_below: 0.8, minimal_below: 0.4, reduced_factor: 0.25, minimal_factor: 0.05 },
-        protected: Protected::default(),
+        protected: arc_swap::ArcSwap::from_pointee(Protected::default()),
         key_usage: RwLock::new(BTreeMap::new()),
         population: RwLock::new(Population::reference()),
         log_ms: AtomicI64::new(0),

@@ -29,7 +29,6 @@ use crate::abuse::guard::Protected;
 use crate::engine::BUILTIN_MODEL;
 use crate::events::Scope;
 use crate::model::{Hyper, Model, read_model};
-use crate::rules::RulePack;
 use crate::store::Store;
 use arc_swap::ArcSwap;
 use axum::Router;
@@ -294,7 +293,11 @@ impl Application {
         rule_set.restore(&store.rule_events(applied).await?);
         let pack = rule_set.pack()?;
         let mut shared = Shared {
-            protected: Protected::from_rules(pack.rules(), model.hyper().bits, settings.label_rule_floor),
+            protected: ArcSwap::from_pointee(Protected::from_rules(
+                pack.rules(),
+                model.hyper().bits,
+                settings.label_rule_floor,
+            )),
             model: RwLock::new(model),
             policies: RwLock::new(std::collections::BTreeMap::new()),
             applied_seq: AtomicI64::new(0),
@@ -318,8 +321,11 @@ impl Application {
         };
         if let Some(r) = restored {
             if !degraded {
-                shared.protected =
-                    Protected::from_rules(shared.rules.load().rules(), r.model.hyper().bits, settings.label_rule_floor);
+                shared.protected = ArcSwap::from_pointee(Protected::from_rules(
+                    shared.rules.load().rules(),
+                    r.model.hyper().bits,
+                    settings.label_rule_floor,
+                ));
                 shared.model = RwLock::new(r.model);
             }
             shared.policies = RwLock::new(r.policies);
@@ -361,7 +367,8 @@ impl Application {
                 settings.tiers(),
                 settings.rate_limit_replicas,
             ),
-            prompt_rules: Arc::new(RulePack::builtin_prompt()?),
+            prompt: crate::prompt::PromptScorer::builtin()
+                .map_err(|e| StartError::Io(format!("prompt scorer: {e}")))?,
             committed,
             writer,
             review,
@@ -381,7 +388,7 @@ impl Application {
             let warm = Arc::clone(&state);
             tokio::task::spawn_blocking(move || {
                 warm.shared.rules.load().warm_up();
-                warm.prompt_rules.warm_up();
+                warm.prompt.rules.warm_up();
             });
         }
         let compactor = tokio::spawn(compaction_loop(Arc::clone(&state)));

@@ -8,7 +8,7 @@ use super::error::{ApiError, ApiJson};
 use super::extract::Plugin;
 use super::review::ReviewCmd;
 use super::state::AppState;
-use crate::engine::{Assessment, assess, assess_prompt, resolve_language};
+use crate::engine::{Assessment, assess, resolve_language};
 use crate::events::{CandidateRecord, Impression, Outcome};
 use crate::lang::Language;
 use crate::policy::Policy;
@@ -51,7 +51,10 @@ fn score_request(state: &AppState, input: &RankInput) -> Scored {
     let model_version = model.version.clone();
     drop(model);
     let (prompt_risk, prompt_findings) = match &input.prompt {
-        Some(p) if !p.is_empty() => assess_prompt(&state.prompt_rules, p),
+        Some(p) if !p.is_empty() => {
+            let a = state.prompt.assess(p);
+            (a.risk, a.findings)
+        }
         _ => (0.0, Vec::new()),
     };
     Scored { assessments, prompt_risk, prompt_findings, model_version }

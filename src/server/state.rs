@@ -43,7 +43,7 @@ pub struct Shared {
     /// Rate-limit tiers by trust (for the metrics of users per tier).
     pub tiers: super::ratelimit::Tiers,
     /// Coordinates of high and critical rules (poisoning floors).
-    pub protected: Protected,
+    pub protected: ArcSwap<Protected>,
     /// Usage of API keys, by key id (few: one per plugin backend).
     pub key_usage: RwLock<BTreeMap<String, Usage>>,
     /// Population statistics of the abuse monitor, recomputed by the learner in event time.
@@ -107,7 +107,8 @@ pub struct AppState {
     pub shared: Arc<Shared>,
     pub settings: Settings,
     pub store: Arc<dyn Store>,
-    pub prompt_rules: Arc<RulePack>,
+    /// The prompt rules and the learned prompt model.
+    pub prompt: crate::prompt::PromptScorer,
     /// Woken after appends, so the learner applies them at once.
     pub committed: Arc<tokio::sync::Notify>,
     pub writer: WriterHandle,
