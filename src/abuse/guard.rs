@@ -80,6 +80,22 @@ impl LabelBudget {
     }
 }
 
+/// The weight a sender's label keeps: `want` times the factor of the sender's trust (from
+/// `usage` against the population at event time `at_ms`), within the sender's budget, which
+/// it spends. The online learner and the offline retraining job both weigh labels with this.
+pub fn sender_weight(
+    abuse: &crate::abuse::AbuseConfig,
+    cfg: &GuardConfig,
+    pop: &crate::abuse::Population,
+    usage: &crate::abuse::Usage,
+    budget: &mut LabelBudget,
+    at_ms: i64,
+    want: f32,
+) -> f32 {
+    let trust = crate::abuse::trust(abuse, pop, usage, at_ms);
+    budget.grant(cfg, at_ms, want * cfg.trust_factor(trust))
+}
+
 /// Who a label comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {

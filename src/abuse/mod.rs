@@ -27,6 +27,7 @@
 //! scores 2.4, under the default tolerance); the request rate half (volume alone is what rate
 //! limits are for). Trust falls linearly from 1 at `tolerance` to 0 at `tolerance + span`.
 
+pub mod gate;
 pub mod guard;
 
 use serde::{Deserialize, Serialize};
@@ -87,6 +88,18 @@ pub struct RequestSignal {
     pub max_risk: f64,
     /// The request's shape ([`shape`]).
     pub shape: u32,
+}
+
+impl RequestSignal {
+    /// What a logged impression says about usage.
+    #[must_use]
+    pub fn of(i: &crate::events::Impression) -> RequestSignal {
+        RequestSignal {
+            prompt_risk: f64::from(i.prompt_risk),
+            max_risk: i.candidates.iter().map(|c| f64::from(c.risk)).fold(0.0, f64::max),
+            shape: shape(f64::from(i.prompt_risk), i.candidates.iter().map(|c| &c.features.idx[..])),
+        }
+    }
 }
 
 /// Decayed usage counts of one user or key: 28 bytes.
@@ -208,6 +221,16 @@ pub struct Population {
     pub users: u32,
     /// Event time they were computed at.
     pub at_ms: i64,
+}
+
+/// Users sampled for the population statistics at most (a deterministic stride over the key
+/// order beyond it, so a million users cost a few milliseconds, not a sort of a million).
+pub const POPULATION_SAMPLE: usize = 100_000;
+
+/// The stride over `users` (in key order) that samples at most [`POPULATION_SAMPLE`].
+#[must_use]
+pub fn sample_stride(users: usize) -> usize {
+    users.div_ceil(POPULATION_SAMPLE).max(1)
 }
 
 impl Population {

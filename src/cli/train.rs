@@ -1,7 +1,9 @@
 //! `guardrank train`: the offline retraining job.
 //!
 //! 1. Reads the labelled corpus (its training families) and, with a store, every labelled
-//!    feedback event of the log (label semantics of `policy::label`).
+//!    feedback event of the log (label semantics of `policy::label`), weighed by each
+//!    sender's trust and label budget as the online learner weighed them
+//!    ([`crate::abuse::gate`]; `--no-label-gate` turns this off).
 //! 2. Splits by time: the newest events (`--holdout-events`, a fraction) and the corpus's
 //!    held-out families are not trained on.
 //! 3. Fits with `batch::fit_batch` (multi-pass FTRL + L-BFGS by default).
@@ -20,6 +22,7 @@
 
 use super::corpus_cmd;
 use super::serve::{ServeArgs, load_settings};
+use crate::abuse::gate::LabelGate;
 use crate::batch::{BatchConfig, FitSummary, Method, RuleColumn, fit_batch};
 use crate::corpus::Snippet;
 use crate::engine::{BUILTIN_MODEL, resolve_language};
@@ -117,6 +120,10 @@ pub struct TrainArgs {
     /// generalisation).
     #[arg(long)]
     pub include_holdout: bool,
+    /// Learn feedback labels at their full weight, without the senders' trust weighting and
+    /// label budgets that the online learner applies (and this job replays by default).
+    #[arg(long)]
+    pub no_label_gate: bool,
     /// Fraction of the labelled events, the newest, held out for evaluation.
     #[arg(long, default_value_t = 0.1)]
     pub holdout_events: f64,
@@ -201,8 +208,14 @@ fn load_corpus(given: Option<&Path>) -> anyhow::Result<Vec<Snippet>> {
 }
 
 /// Reads every labelled feedback and reviewer-verdict event of the log. Returns them in seq order and the log's
-/// last seq at the time of reading.
-async fn read_logged(store: &dyn Store, weights: &LabelWeights) -> anyhow::Result<(Vec<LoggedExample>, i64)> {
+/// last seq at the time of reading. With a gate, feedback labels are weighed by their senders'
+/// trust and budgets as the online learner weighed them, and labels that keep no weight are
+/// left out (of training and of the newest-events holdout alike).
+async fn read_logged(
+    store: &dyn Store,
+    weights: &LabelWeights,
+    mut gate: Option<&mut LabelGate>,
+) -> anyhow::Result<(Vec<LoggedExample>, i64)> {
     let last = store.last_seq().await.context("reading the log head")?;
     let bar = crate::report::progress(last.max(0).unsigned_abs(), "reading the event log");
     let mut out = Vec::new();
@@ -216,9 +229,19 @@ async fn read_logged(store: &dyn Store, weights: &LabelWeights) -> anyhow::Resul
             if e.seq > last {
                 break;
             }
-            // Feedback and reviewer verdicts: the labels the server learns online.
+            if let Some(g) = gate.as_deref_mut() {
+                g.observe(&e);
+            }
+            // Feedback and reviewer verdicts: the labels the server learns online. Verdicts
+            // are a reviewer's: no trust weighting or budget, as online.
             let (served, labelled) = match e.body {
-                EventBody::Feedback(f) => (f.risk, label(f.outcome, f.flagged, weights).map(|l| (f.features, l))),
+                EventBody::Feedback(f) => {
+                    let l = label(f.outcome, f.flagged, weights).map(|(insecure, w)| match gate.as_deref_mut() {
+                        Some(g) => (insecure, g.weigh(f.user_id.as_deref(), w, e.at_ms)),
+                        None => (insecure, w),
+                    });
+                    (f.risk, l.filter(|(_, w)| *w > 0.0).map(|l| (f.features, l)))
+                }
                 EventBody::ReviewVerdict(v) => (v.risk, verdict_label(v.verdict, weights).map(|l| (v.features, l))),
                 _ => continue,
             };
@@ -357,10 +380,19 @@ pub fn run(a: &TrainArgs) -> anyhow::Result<ExitCode> {
 
     // Logged events, split by time.
     let weights = settings.label_weights();
+    let mut gate = (!a.no_label_gate).then(|| LabelGate::new(settings.abuse(), settings.guard()));
     let (logged, log_last) = match &store {
-        Some(s) => rt.block_on(read_logged(s.as_ref(), &weights))?,
+        Some(s) => rt.block_on(read_logged(s.as_ref(), &weights, gate.as_mut()))?,
         None => (Vec::new(), 0),
     };
+    if let Some(g) = gate.as_ref().filter(|g| g.wanted > 0.0) {
+        eprintln!(
+            "feedback label weight kept after trust and budgets: {:.1} of {:.1} ({:.1}%)",
+            g.granted,
+            g.wanted,
+            100.0 * g.granted / g.wanted
+        );
+    }
     let n_hold = if logged.len() >= 20 { (logged.len() as f64 * a.holdout_events).ceil() as usize } else { 0 };
     let split = logged.len() - n_hold;
     let trained_through_seq = logged[..split].last().map_or(0, |e| e.seq);

@@ -18,8 +18,8 @@ use super::ratelimit::Tier;
 use super::snapshot::take_snapshot;
 use super::state::Shared;
 use crate::abuse::guard::{self, Learned, Source};
-use crate::abuse::{Population, RequestSignal, Usage, shape};
-use crate::events::{Event, EventBody, FeedbackEvent, Impression, ModelActivation, Outcome};
+use crate::abuse::{Population, RequestSignal, Usage};
+use crate::events::{Event, EventBody, FeedbackEvent, ModelActivation, Outcome};
 use crate::model::Model;
 use crate::policy::{PolicyState, label, user_key, verdict_label};
 use crate::store::Store;
@@ -81,7 +81,7 @@ fn apply_chunk(shared: &Shared, events: &[Event], created: &mut Vec<String>) {
                 metrics::counter!("guardrank_feedback_applied_total", "outcome" => f.outcome.name()).increment(1);
             }
             EventBody::Impression(i) => {
-                let signal = request_signal(i);
+                let signal = RequestSignal::of(i);
                 let acfg = &shared.abuse_cfg;
                 let st = policies.entry(user_key(&i.user_id)).or_default();
                 st.usage.observe(acfg, &signal, e.at_ms);
@@ -119,15 +119,6 @@ fn apply_chunk(shared: &Shared, events: &[Event], created: &mut Vec<String>) {
     }
 }
 
-/// What an impression says about usage.
-fn request_signal(i: &Impression) -> RequestSignal {
-    RequestSignal {
-        prompt_risk: f64::from(i.prompt_risk),
-        max_risk: i.candidates.iter().map(|c| f64::from(c.risk)).fold(0.0, f64::max),
-        shape: shape(f64::from(i.prompt_risk), i.candidates.iter().map(|c| &c.features.idx[..])),
-    }
-}
-
 /// Applies the rule events of a batch to the rule set and, if there were any, builds the new
 /// pack once and swaps it in (requests in flight keep the pack they loaded).
 fn apply_rules(shared: &Shared, events: &[Event]) {
@@ -156,13 +147,9 @@ fn apply_rules(shared: &Shared, events: &[Event]) {
     }
 }
 
-/// Users sampled for the population statistics at most (a deterministic stride over the key
-/// order beyond it, so a million users cost a few milliseconds, not a sort of a million).
-const POPULATION_SAMPLE: usize = 100_000;
-
 /// Recomputes the population statistics at event time `at_ms`, and the trust gauges.
 fn population(shared: &Shared, policies: &BTreeMap<u64, PolicyState>, at_ms: i64) -> Population {
-    let stride = policies.len().div_ceil(POPULATION_SAMPLE).max(1);
+    let stride = crate::abuse::sample_stride(policies.len());
     let cfg = &shared.abuse_cfg;
     let pop = Population::compute(cfg, policies.values().step_by(stride).map(|p| &p.usage), at_ms);
     // Trust gauges, estimated from the same sample (each sampled user stands for `stride`).
@@ -197,9 +184,7 @@ fn learn_online(
     let g = &shared.guard_cfg;
     let w = match sender {
         Some(st) => {
-            let trust = crate::abuse::trust(&shared.abuse_cfg, pop, &st.usage, at_ms);
-            let wanted = w * g.trust_factor(trust);
-            let granted = st.labels.grant(g, at_ms, wanted);
+            let granted = guard::sender_weight(&shared.abuse_cfg, g, pop, &st.usage, &mut st.labels, at_ms, w);
             if granted < w {
                 metrics::counter!("guardrank_label_weight_withheld_total").increment(1);
             }

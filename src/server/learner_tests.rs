@@ -173,3 +173,46 @@ fn labels_are_weighted_by_trust_and_capped_per_user_and_window() {
     apply(&s, &log.events[log.events.len() - 1..]);
     assert_eq!(examples(&s), 6);
 }
+
+/// The offline retraining job's label gate weighs every label of a log exactly as the online
+/// learner did: the same senders lose their labels (no trust), the same budgets run out.
+#[test]
+fn the_offline_label_gate_weighs_labels_as_the_learner_did() {
+    let guard = GuardConfig { budget: 5.0, ..GuardConfig::default() };
+    let s = shared(guard);
+    let mut log = flood_and_work();
+    let t = T0 + 13 * HOUR;
+    for k in 0..20 {
+        log.push(t + 2 * k, feedback("mallory", 3000 + k as u32, Outcome::ReportedSafe));
+        log.push(t + 2 * k + 1, feedback("dev", 4000, Outcome::ReportedInsecure));
+    }
+    log.push(t + 100, EventBody::PolicyReset { user_id: "dev".into() });
+    log.push(t + 101, feedback("dev", 4001, Outcome::ReportedSafe));
+    log.push(t + 30 * HOUR, feedback("dev", 4002, Outcome::ReportedSafe));
+    apply(&s, &log.events);
+
+    let mut gate = crate::abuse::gate::LabelGate::new(AbuseConfig::default(), guard);
+    let weights = LabelWeights::default();
+    let mut granted: BTreeMap<&str, f32> = BTreeMap::new();
+    let mut kept = 0;
+    for e in &log.events {
+        gate.observe(e);
+        if let EventBody::Feedback(f) = &e.body
+            && let Some((_, w)) = crate::policy::label(f.outcome, f.flagged, &weights)
+        {
+            let user = f.user_id.as_deref().expect("user");
+            let g = gate.weigh(Some(user), w, e.at_ms);
+            kept += u64::from(g > 0.0);
+            *granted.entry(user).or_default() += g;
+        }
+    }
+    assert_eq!(granted.get("mallory"), Some(&0.0), "no trust, no weight: {granted:?}");
+    // Online, the model learned one example per label that kept weight.
+    assert_eq!(s.model.read().expect("lock").examples, kept);
+    // dev: twenty reports against a budget of 5, then the reset renews it, then a new window.
+    let w = |o| crate::policy::label(o, false, &weights).expect("a label").1;
+    let want = (20.0 * w(Outcome::ReportedInsecure)).min(5.0) + 2.0 * w(Outcome::ReportedSafe);
+    let dev = granted.get("dev").copied().unwrap_or_default();
+    assert!((dev - want).abs() < 1e-4, "dev kept {dev}, expected {want}");
+    assert_eq!(state(&s, "dev").labels, gate.budget_of("dev"), "the same budget state online and offline");
+}
