@@ -29,6 +29,13 @@ async fn rank_with_prompt(app: &TestApp, user: &str, prompt: &str, candidates: &
 /// Waits until every event logged so far is applied: impressions are buffered for at most
 /// `impression_flush_ms` (10 ms in tests); then a policy reset of an unrelated user is appended
 /// after them and answered once applied.
+async fn anomaly_items(app: &TestApp, user: &str) -> Vec<Value> {
+    let (s, v) = app.admin(Method::GET, &format!("/admin/review?status=pending&user={user}"), None).await;
+    assert_eq!(s, 200, "{v}");
+    let all = v["items"].as_array().cloned().unwrap_or_default();
+    all.into_iter().filter(|i| i["reason"] == "anomaly").collect()
+}
+
 async fn settle(app: &TestApp) {
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let (s, v) = app.admin(Method::POST, "/admin/users/settle@example.com/policy/reset", None).await;
@@ -97,6 +104,32 @@ async fn an_exploit_flood_loses_trust_and_tier_while_benign_security_work_keeps_
     assert!(retry >= 1);
     let v: Value = r.json().await.expect("problem json");
     assert!(v["detail"].as_str().unwrap_or("").contains("minimal"), "{v}");
+
+    // The crossing put one anomaly item in the review queue (one per user and day per
+    // replica, however many requests followed), naming the request and explaining why; dev
+    // has none. A reviewer's verdict on it is a record, not a label: no weight moves.
+    common::eventually("the anomaly item is written", || async {
+        anomaly_items(&app, "mallory@example.com").await.len() == 1
+    })
+    .await;
+    let item = anomaly_items(&app, "mallory@example.com").await.remove(0);
+    assert_eq!(item["candidate_id"], "", "{item}");
+    assert!(item["risk"].as_f64().expect("prompt risk") >= 0.5, "{item}");
+    let first = &item["findings"][0];
+    assert_eq!(first["rule_id"], "abuse.usage-anomaly", "{item}");
+    assert!(first["message"].as_str().unwrap_or("").contains("ask for harmful code"), "{item}");
+    assert!(anomaly_items(&app, "dev@example.com").await.is_empty());
+    let before = app.checksum().await["weights"].clone();
+    let (s, v) = app
+        .admin(
+            Method::POST,
+            &format!("/admin/review/{}", item["id"]),
+            Some(json!({"verdict": "insecure", "note": "flood"})),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(app.checksum().await["weights"], before, "an anomaly verdict trains nothing");
+
     for n in 0..20 {
         let r = rank_with_prompt(&app, "dev@example.com", &benign_prompt(n), &[SQL_PARAM]).await;
         assert_eq!(r.status(), 200, "the full tier is untouched");

@@ -106,8 +106,11 @@ fn apply_chunk(shared: &Shared, events: &[Event], created: &mut Vec<String>) {
             EventBody::KeyCreated { key_id, .. } => created.push(key_id.clone()),
             // A reviewer's verdict: the strongest label after the corpus, applied as it stands
             // (no trust weighting, budget or rule floor: those guard against plugin users).
+            // A verdict on an item without features (a usage anomaly) is a record, not a label.
             EventBody::ReviewVerdict(v) => {
-                if let Some((insecure, w)) = verdict_label(v.verdict, &shared.label_weights) {
+                if let Some((insecure, w)) =
+                    verdict_label(v.verdict, &shared.label_weights).filter(|_| !v.features.is_empty())
+                {
                     model.update(&v.features, insecure, w);
                 }
                 metrics::counter!("guardrank_verdicts_applied_total", "verdict" => v.verdict.name()).increment(1);
@@ -274,7 +277,9 @@ async fn switch_model(shared: &Shared, store: &dyn Store, a: &ModelActivation, a
                     true
                 }
                 EventBody::ReviewVerdict(v) => {
-                    if let Some((insecure, w)) = verdict_label(v.verdict, &shared.label_weights) {
+                    if let Some((insecure, w)) =
+                        verdict_label(v.verdict, &shared.label_weights).filter(|_| !v.features.is_empty())
+                    {
                         model.update(&v.features, insecure, w);
                     }
                     true

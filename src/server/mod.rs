@@ -376,6 +376,7 @@ impl Application {
             metrics: metrics_handle(),
             degraded,
             started: Instant::now(),
+            anomalies: std::sync::Mutex::new(std::collections::HashMap::new()),
             settings: settings.clone(),
         });
         let listener =

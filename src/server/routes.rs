@@ -106,7 +106,8 @@ pub async fn rank(
     let mut records = Vec::with_capacity(ranked.len());
     let mut out = Vec::with_capacity(ranked.len());
     let mut blocked = 0u64;
-    let RankInput { user_id, language, ids, texts, .. } = input;
+    let RankInput { user_id, language, ids, texts, prompt: prompt_text, .. } = input;
+    let imp_user = user_id.clone();
     let mut assessments: Vec<Option<Assessment>> = scored.assessments.into_iter().map(Some).collect();
     let band = (state.settings.review_band_low, state.settings.review_band_high);
     let mut review = Vec::new();
@@ -169,6 +170,19 @@ pub async fn rank(
         candidates: records,
     };
     state.writer.impression(imp).await;
+    if pstate.trust < 1.0
+        && let Some(item) = anomaly_item(
+            &state,
+            &pstate,
+            &rid,
+            &imp_user,
+            prompt_text.as_deref(),
+            (scored.prompt_risk, &scored.prompt_findings),
+            now,
+        )
+    {
+        review.push(item);
+    }
     for item in review {
         state.review.offer(ReviewCmd::Item(Box::new(item)));
     }
@@ -183,6 +197,59 @@ pub async fn rank(
         prompt: PromptOut { risk: round4(scored.prompt_risk), findings: scored.prompt_findings },
         candidates: out,
     }))
+}
+
+/// How long this replica waits before it queues another anomaly item for the same user.
+const ANOMALY_REQUEUE_MS: i64 = 24 * 3_600_000;
+
+/// A review item for a user whose trust is below 1 (their usage crossed the anomaly threshold),
+/// at most one per user per [`ANOMALY_REQUEUE_MS`] on this replica: the request that found it,
+/// the prompt's risk and findings, and the monitor's explanation as a finding.
+fn anomaly_item(
+    state: &AppState,
+    pstate: &crate::policy::PolicyState,
+    request_id: &str,
+    user_id: &str,
+    prompt: Option<&str>,
+    (prompt_risk, prompt_findings): (f64, &[crate::engine::Finding]),
+    now: i64,
+) -> Option<NewReviewItem> {
+    let key = crate::policy::user_key(user_id);
+    {
+        let mut seen = state.anomalies.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.get(&key).is_some_and(|at| now - at < ANOMALY_REQUEUE_MS) {
+            return None;
+        }
+        if seen.len() >= 100_000 {
+            seen.retain(|_, at| now - *at < ANOMALY_REQUEUE_MS);
+        }
+        seen.insert(key, now);
+    }
+    let a = state.shared.assess(&pstate.usage);
+    let why = crate::abuse::explain(&a);
+    let mut findings = vec![serde_json::json!({
+        "rule_id": "abuse.usage-anomaly", "cwe": "", "severity": "medium",
+        "message": format!("trust {:.2}: {}", a.trust, if why.is_empty() { "usage anomaly" } else { &why }),
+        "line": 1, "column": 1, "end_line": 1, "end_column": 1,
+    })];
+    findings.extend(prompt_findings.iter().filter_map(|f| serde_json::to_value(f).ok()));
+    let mut rules: Vec<String> = prompt_findings.iter().map(|f| f.rule_id.to_string()).collect();
+    rules.push("abuse.usage-anomaly".into());
+    rules.sort_unstable();
+    rules.dedup();
+    metrics::counter!("guardrank_anomaly_review_items_total").increment(1);
+    Some(NewReviewItem {
+        request_id: request_id.to_string(),
+        candidate_id: String::new(),
+        user_id: user_id.to_string(),
+        reason: ReviewReason::Anomaly,
+        risk: prompt_risk,
+        rules,
+        findings_json: serde_json::Value::Array(findings).to_string(),
+        text: if state.settings.retain_text { prompt.map(str::to_string) } else { None },
+        features: crate::features::Features::default(),
+        created_at_ms: now,
+    })
 }
 
 /// `POST /v1/feedback`: record outcomes; answered only once they are durable.

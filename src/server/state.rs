@@ -120,6 +120,8 @@ pub struct AppState {
     /// No model file could be loaded: scoring with rule priors alone.
     pub degraded: bool,
     pub started: Instant,
+    /// Users this replica queued an anomaly review item for, and when (user key → ms).
+    pub anomalies: std::sync::Mutex<std::collections::HashMap<u64, i64>>,
 }
 
 impl AppState {

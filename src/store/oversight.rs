@@ -15,6 +15,11 @@ pub enum ReviewReason {
     Reported,
     /// Its risk fell in the uncertain band. Only these items are dropped when the queue is full.
     Uncertain,
+    /// The user's usage crossed the anomaly threshold (trust below 1) on this request. The
+    /// item names the request with an empty `candidate_id`; its risk is the prompt's, its
+    /// findings the prompt's plus the monitor's explanation, and it has no features, so a
+    /// verdict on it is a human's record, not a label.
+    Anomaly,
 }
 
 impl ReviewReason {
@@ -24,6 +29,7 @@ impl ReviewReason {
             ReviewReason::Blocked => "blocked",
             ReviewReason::Reported => "reported",
             ReviewReason::Uncertain => "uncertain",
+            ReviewReason::Anomaly => "anomaly",
         }
     }
 }
@@ -31,7 +37,7 @@ impl ReviewReason {
 impl FromStr for ReviewReason {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [ReviewReason::Blocked, ReviewReason::Reported, ReviewReason::Uncertain]
+        [ReviewReason::Blocked, ReviewReason::Reported, ReviewReason::Uncertain, ReviewReason::Anomaly]
             .into_iter()
             .find(|r| r.name() == s)
             .ok_or_else(|| format!("unknown review reason {s:?}"))

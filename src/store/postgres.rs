@@ -90,6 +90,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
     (2, "models", include_str!("../../migrations/postgres/0002_models.sql")),
     (3, "oversight", include_str!("../../migrations/postgres/0003_oversight.sql")),
+    (4, "anomaly review items", include_str!("../../migrations/postgres/0004_anomaly_review.sql")),
 ];
 
 /// Connections per store (per replica). Log transactions use at most one at a time (they queue

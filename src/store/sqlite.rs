@@ -49,6 +49,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, "models", include_str!("../../migrations/sqlite/0002_models.sql")),
     (3, "oversight", include_str!("../../migrations/sqlite/0003_oversight.sql")),
+    (4, "anomaly review items", include_str!("../../migrations/sqlite/0004_anomaly_review.sql")),
 ];
 
 /// Connections for readers.

@@ -150,3 +150,30 @@ pub async fn audit_entries_list_newest_first_and_rule_events_are_found_by_kind(s
     let upto = store.rule_events(seqs[1]).await.expect("rule events");
     assert_eq!(upto.len(), 1);
 }
+
+/// A usage-anomaly item (schema version 4): no candidate, no features; stored, listed and
+/// judged like any other, and its verdict event carries empty features.
+pub async fn anomaly_items_without_candidate_or_features_are_stored_and_judged(store: Arc<dyn Store>) {
+    let anomaly = NewReviewItem {
+        candidate_id: String::new(),
+        rules: vec!["abuse.usage-anomaly".into()],
+        features: Features::default(),
+        text: None,
+        ..item("r-9", "", "u-9", ReviewReason::Anomaly, 9_000)
+    };
+    assert_eq!(store.add_review_items(std::slice::from_ref(&anomaly)).await.expect("add"), 1);
+    let listed = store.list_review(&ReviewFilter { user_id: Some("u-9".into()), ..filter(10) }).await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].reason, listed[0].candidate_id.as_str()), (ReviewReason::Anomaly, ""));
+    let v = VerdictIn {
+        item_id: listed[0].id,
+        verdict: Verdict::Safe,
+        note: String::new(),
+        key_id: "k".into(),
+        at_ms: 9_500,
+    };
+    let Decision::Decided { seq } = store.decide_review(&v).await.expect("decide") else { panic!("not decided") };
+    let events = store.read_events(seq - 1, 1).await.expect("read");
+    let Some(EventBody::ReviewVerdict(ev)) = events.first().map(|e| &e.body) else { panic!("no verdict event") };
+    assert!(ev.features.is_empty(), "{:?}", ev.features);
+}
