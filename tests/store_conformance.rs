@@ -29,6 +29,7 @@ mod oversight;
 use oversight::{
     anomaly_items_without_candidate_or_features_are_stored_and_judged,
     audit_entries_list_newest_first_and_rule_events_are_found_by_kind,
+    reports_mark_existing_items_and_name_the_candidates_without_one,
     review_items_are_queued_once_filtered_paged_and_judged_once,
     review_upkeep_expires_bounds_uncertain_items_and_purges,
 };
@@ -163,6 +164,7 @@ macro_rules! conformance_suite {
             suite_case!($make, store, review_items_are_queued_once_filtered_paged_and_judged_once);
             suite_case!($make, store, review_upkeep_expires_bounds_uncertain_items_and_purges);
             suite_case!($make, store, anomaly_items_without_candidate_or_features_are_stored_and_judged);
+            suite_case!($make, store, reports_mark_existing_items_and_name_the_candidates_without_one);
             suite_case!($make, store, audit_entries_list_newest_first_and_rule_events_are_found_by_kind);
         }
     };

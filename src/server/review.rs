@@ -73,17 +73,44 @@ async fn run(mut rx: mpsc::Receiver<ReviewCmd>, store: Arc<dyn Store>, shared: A
             }
         }
         let mut items = Vec::with_capacity(cmds.len());
+        let mut reports: Vec<(String, String)> = Vec::new();
+        let mut reported_at: Vec<i64> = Vec::new();
         for c in cmds {
             match c {
                 ReviewCmd::Item(i) => items.push(*i),
                 ReviewCmd::Reported { request_id, candidate_id, at_ms } => {
-                    match reported_item(store.as_ref(), &shared, &request_id, &candidate_id, at_ms).await {
-                        Ok(Some(i)) => items.push(i),
-                        Ok(None) => {}
-                        Err(e) => {
-                            tracing::warn!(error = %e, request_id = %request_id, "reported candidate not queued for review")
+                    reports.push((request_id, candidate_id));
+                    reported_at.push(at_ms);
+                }
+            }
+        }
+        // Reports: one statement marks the candidates that have an item already (most: a
+        // reported candidate was usually blocked or uncertain when it was served); only the
+        // rest need their impression, loaded once per request.
+        if !reports.is_empty() {
+            match store.report_review_items(&reports).await {
+                Ok(missing) => {
+                    let mut by_request: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+                    for i in missing {
+                        by_request.entry(reports[i].0.as_str()).or_default().push(i);
+                    }
+                    for (request_id, which) in by_request {
+                        let imp = match store.impression(request_id).await {
+                            Ok(Some(imp)) => imp,
+                            Ok(None) => continue,
+                            Err(e) => {
+                                tracing::warn!(error = %e, request_id = %request_id, "reported candidates not queued for review");
+                                continue;
+                            }
+                        };
+                        for i in which {
+                            items.extend(reported_item(&shared, &imp, &reports[i].1, reported_at[i]));
                         }
                     }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, reports = reports.len(), "reported candidates not queued for review");
+                    metrics::counter!("guardrank_review_items_dropped_total").increment(reports.len() as u64);
                 }
             }
         }
@@ -104,15 +131,13 @@ async fn run(mut rx: mpsc::Receiver<ReviewCmd>, store: Arc<dyn Store>, shared: A
 
 /// The review item of a reported candidate, from its stored impression (findings without
 /// positions: the impression keeps rule ids, not spans).
-async fn reported_item(
-    store: &dyn Store,
+fn reported_item(
     shared: &Shared,
-    request_id: &str,
+    imp: &crate::events::Impression,
     candidate_id: &str,
     at_ms: i64,
-) -> Result<Option<NewReviewItem>, crate::store::StoreError> {
-    let Some(imp) = store.impression(request_id).await? else { return Ok(None) };
-    let Some(c) = imp.candidate(candidate_id) else { return Ok(None) };
+) -> Option<NewReviewItem> {
+    let c = imp.candidate(candidate_id)?;
     let pack = shared.rules.load();
     let findings: Vec<serde_json::Value> = c
         .rules
@@ -123,8 +148,8 @@ async fn reported_item(
             None => serde_json::json!({ "rule_id": id }),
         })
         .collect();
-    Ok(Some(NewReviewItem {
-        request_id: request_id.to_string(),
+    Some(NewReviewItem {
+        request_id: imp.request_id.clone(),
         candidate_id: candidate_id.to_string(),
         user_id: imp.user_id.clone(),
         reason: ReviewReason::Reported,
@@ -134,7 +159,7 @@ async fn reported_item(
         text: c.text.clone(),
         features: c.features.clone(),
         created_at_ms: at_ms,
-    }))
+    })
 }
 
 /// Parses `since`: milliseconds since the epoch, or RFC 3339 in UTC (`2026-11-22T08:00:00Z`,

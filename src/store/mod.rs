@@ -206,6 +206,12 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// changed.
     async fn add_review_items(&self, items: &[NewReviewItem]) -> Result<u64, StoreError>;
 
+    /// Candidates reported insecure, as (request id, candidate id): where an item exists, a
+    /// pending uncertain-band one takes the reason `reported` (as [`Store::add_review_items`]
+    /// would do) and any other is kept. Returns the indices into `keys` of the candidates that
+    /// have no item, for the caller to build from their impressions. One transaction.
+    async fn report_review_items(&self, keys: &[(String, String)]) -> Result<Vec<usize>, StoreError>;
+
     /// One review item by id.
     async fn review_item(&self, id: i64) -> Result<Option<ReviewItem>, StoreError>;
 

@@ -70,6 +70,46 @@ pub(super) async fn add_review_items(store: &PostgresStore, items: &[NewReviewIt
     Ok(n)
 }
 
+pub(super) async fn report_review_items(
+    store: &PostgresStore,
+    keys: &[(String, String)],
+) -> Result<Vec<usize>, StoreError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut requests: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
+    requests.sort_unstable();
+    requests.dedup();
+    let wanted: std::collections::HashSet<(&str, &str)> = keys.iter().map(|(r, c)| (r.as_str(), c.as_str())).collect();
+    let mut tx = store.pool.begin().await?;
+    // By request id (the unique index's prefix), then the candidates picked out here.
+    let rows: Vec<(i64, String, String, bool)> = sqlx::query_as(
+        "SELECT id, request_id, candidate_id, reason = 'uncertain' AND status = 'pending' FROM review_items \
+         WHERE request_id = ANY($1) FOR UPDATE",
+    )
+    .bind(&requests)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut found: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
+    let mut upgrade: Vec<i64> = Vec::new();
+    for (id, r, c, uncertain) in rows {
+        if wanted.contains(&(r.as_str(), c.as_str())) {
+            if uncertain {
+                upgrade.push(id);
+            }
+            found.insert((r, c));
+        }
+    }
+    if !upgrade.is_empty() {
+        sqlx::query("UPDATE review_items SET reason = 'reported' WHERE id = ANY($1)")
+            .bind(&upgrade)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(keys.iter().enumerate().filter(|(_, k)| !found.contains(*k)).map(|(i, _)| i).collect())
+}
+
 pub(super) async fn review_item(store: &PostgresStore, id: i64) -> Result<Option<ReviewItem>, StoreError> {
     let sql = sqlx::AssertSqlSafe(format!("SELECT {ITEM_COLUMNS} FROM review_items WHERE id = $1"));
     let row = sqlx::query(sql).bind(id).fetch_optional(&store.pool).await?;

@@ -49,7 +49,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, "models", include_str!("../../migrations/sqlite/0002_models.sql")),
     (3, "oversight", include_str!("../../migrations/sqlite/0003_oversight.sql")),
-    (4, "anomaly review items", include_str!("../../migrations/sqlite/0004_anomaly_review.sql")),
+    (4, "anomaly_review", include_str!("../../migrations/sqlite/0004_anomaly_review.sql")),
 ];
 
 /// Connections for readers.
@@ -708,6 +708,10 @@ impl Store for SqliteStore {
 
     async fn add_review_items(&self, items: &[NewReviewItem]) -> Result<u64, StoreError> {
         oversight::add_review_items(self, items).await
+    }
+
+    async fn report_review_items(&self, keys: &[(String, String)]) -> Result<Vec<usize>, StoreError> {
+        oversight::report_review_items(self, keys).await
     }
 
     async fn review_item(&self, id: i64) -> Result<Option<ReviewItem>, StoreError> {

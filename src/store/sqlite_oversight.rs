@@ -70,6 +70,58 @@ pub(super) async fn add_review_items(store: &SqliteStore, items: &[NewReviewItem
     Ok(n)
 }
 
+/// Request ids per statement (bound parameters), under SQLite's limit of 32,766.
+const REPORT_CHUNK: usize = 8000;
+
+pub(super) async fn report_review_items(
+    store: &SqliteStore,
+    keys: &[(String, String)],
+) -> Result<Vec<usize>, StoreError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut requests: Vec<&str> = keys.iter().map(|k| k.0.as_str()).collect();
+    requests.sort_unstable();
+    requests.dedup();
+    let wanted: std::collections::HashSet<(&str, &str)> = keys.iter().map(|(r, c)| (r.as_str(), c.as_str())).collect();
+    let (_guard, mut tx) = store.begin_write().await?;
+    // By request id (the unique index's prefix), then the candidates picked out here.
+    let mut found: std::collections::HashSet<(String, String)> = std::collections::HashSet::new();
+    let mut upgrade: Vec<i64> = Vec::new();
+    for chunk in requests.chunks(REPORT_CHUNK) {
+        let select = sqlx::AssertSqlSafe(format!(
+            "SELECT id, request_id, candidate_id, reason = 'uncertain' AND status = 'pending' FROM review_items \
+             WHERE request_id IN ({})",
+            vec!["?"; chunk.len()].join(", ")
+        ));
+        let mut q = sqlx::query_as::<_, (i64, String, String, bool)>(select);
+        for r in chunk {
+            q = q.bind(*r);
+        }
+        for (id, r, c, uncertain) in q.fetch_all(&mut *tx).await? {
+            if wanted.contains(&(r.as_str(), c.as_str())) {
+                if uncertain {
+                    upgrade.push(id);
+                }
+                found.insert((r, c));
+            }
+        }
+    }
+    for chunk in upgrade.chunks(REPORT_CHUNK) {
+        let update = sqlx::AssertSqlSafe(format!(
+            "UPDATE review_items SET reason = 'reported' WHERE id IN ({})",
+            vec!["?"; chunk.len()].join(", ")
+        ));
+        let mut q = sqlx::query(update);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    store.finish(tx).await?;
+    Ok(keys.iter().enumerate().filter(|(_, k)| !found.contains(*k)).map(|(i, _)| i).collect())
+}
+
 pub(super) async fn review_item(store: &SqliteStore, id: i64) -> Result<Option<ReviewItem>, StoreError> {
     let sql = sqlx::AssertSqlSafe(format!("SELECT {ITEM_COLUMNS} FROM review_items WHERE id = ?1"));
     let row = sqlx::query(sql).bind(id).fetch_optional(&store.read).await?;

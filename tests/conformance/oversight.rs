@@ -177,3 +177,36 @@ pub async fn anomaly_items_without_candidate_or_features_are_stored_and_judged(s
     let Some(EventBody::ReviewVerdict(ev)) = events.first().map(|e| &e.body) else { panic!("no verdict event") };
     assert!(ev.features.is_empty(), "{:?}", ev.features);
 }
+
+/// Reports of candidates: an existing pending uncertain item becomes `reported`, a blocked or
+/// judged one is kept as it is, and the candidates without an item are named by index.
+pub async fn reports_mark_existing_items_and_name_the_candidates_without_one(store: Arc<dyn Store>) {
+    let items = vec![
+        item("r-1", "a", "u-1", ReviewReason::Uncertain, 1_000),
+        item("r-1", "b", "u-1", ReviewReason::Blocked, 1_001),
+        item("r-3", "a", "u-3", ReviewReason::Uncertain, 1_002),
+    ];
+    store.add_review_items(&items).await.expect("add");
+    let judged = store.list_review(&ReviewFilter { user_id: Some("u-3".into()), ..filter(10) }).await.expect("list");
+    let v = VerdictIn {
+        item_id: judged[0].id,
+        verdict: Verdict::Safe,
+        note: String::new(),
+        key_id: "k".into(),
+        at_ms: 1_500,
+    };
+    assert!(matches!(store.decide_review(&v).await.expect("decide"), Decision::Decided { .. }));
+
+    let key = |r: &str, c: &str| (r.to_string(), c.to_string());
+    let reports = [key("r-1", "a"), key("r-1", "b"), key("r-1", "c"), key("r-2", "a"), key("r-3", "a")];
+    assert_eq!(store.report_review_items(&reports).await.expect("report"), vec![2, 3]);
+    let reason = |all: &[guardrank::store::ReviewItem], r: &str, c: &str| {
+        all.iter().find(|i| i.request_id == r && i.candidate_id == c).map(|i| (i.reason, i.status))
+    };
+    let all = store.list_review(&filter(10)).await.expect("list");
+    assert_eq!(reason(&all, "r-1", "a"), Some((ReviewReason::Reported, ReviewStatus::Pending)));
+    assert_eq!(reason(&all, "r-1", "b"), Some((ReviewReason::Blocked, ReviewStatus::Pending)));
+    assert_eq!(reason(&all, "r-3", "a"), Some((ReviewReason::Uncertain, ReviewStatus::Safe)));
+    assert_eq!(all.len(), 3, "reports add no item themselves");
+    assert!(store.report_review_items(&[]).await.expect("nothing").is_empty());
+}
