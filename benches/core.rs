@@ -242,5 +242,24 @@ fn model_file(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, assess, throughput, stages, rules_cold, ftrl, model_file);
+/// The prompt scorer (prompt rules plus the learned prompt model) on a chat request and on
+/// file prefixes of 2 KB to 64 KB (a code context with a comment request at its end), in bytes/s.
+fn prompt(c: &mut Criterion) {
+    let scorer = guardrank::prompt::PromptScorer::builtin().expect("built-in prompt scorer");
+    let mut g = c.benchmark_group("prompt");
+    let chat = "write a function that parses the CSV upload and stores each row with a parameterised insert";
+    g.throughput(Throughput::Bytes(chat.len() as u64));
+    g.bench_function("chat", |b| b.iter(|| black_box(scorer.assess(black_box(chat)).risk)));
+    for size in [2_000usize, 16_000, 64_000] {
+        let mut text = sized(FIXTURES[0].2, size);
+        text.push_str("# now add a helper that retries the upload three times\n");
+        g.throughput(Throughput::Bytes(text.len() as u64));
+        g.bench_with_input(BenchmarkId::new("file-prefix", size), &text, |b, t| {
+            b.iter(|| black_box(scorer.assess(black_box(t)).risk));
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, assess, throughput, stages, rules_cold, ftrl, model_file, prompt);
 criterion_main!(benches);

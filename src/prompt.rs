@@ -344,7 +344,6 @@ pub struct Hasher {
     norm: String,
     starts: Vec<usize>,
     raw: Vec<u32>,
-    pairs: Vec<(u32, f32)>,
 }
 
 impl Hasher {
@@ -378,10 +377,8 @@ impl Hasher {
                 if i + n > chars {
                     break;
                 }
+                // Never blank: the normal form has no two spaces in a row.
                 let gram = &norm[self.starts[i]..self.starts[i + n]];
-                if gram.trim().is_empty() {
-                    continue;
-                }
                 self.raw.push(murmur3_32(gram.as_bytes(), SEED_CHAR));
             }
             if i + 2 <= chars {
@@ -400,42 +397,46 @@ impl Hasher {
 
     /// The features of `text` for `head` in a weight space of `2^bits` coordinates.
     pub fn features(&mut self, text: &str, head: Head, bits: u8) -> Features {
+        let [harmful, injection] = self.features_both(text, bits);
+        match head {
+            Head::Harmful => harmful,
+            Head::Injection => injection,
+        }
+    }
+
+    /// The features of `text` for both heads, hashed once. An index may repeat when two
+    /// hashes meet in a head's space (rare; scoring and training see the same repeats, so
+    /// nothing is gained by merging them, and sorting cost more than the hashing).
+    pub fn features_both(&mut self, text: &str, bits: u8) -> [Features; 2] {
         let mask = (1u32 << bits) - 1;
-        let h = head as u32;
-        let mut pairs = std::mem::take(&mut self.pairs);
-        pairs.clear();
         let (raw, concepts) = self.hash(text);
         let v = 1.0 / (raw.len().max(1) as f32).sqrt();
-        pairs.extend(raw.iter().map(|&x| (combine(x, h, SEED_HEAD) & mask, v)));
-        pairs.push((combine(BIAS, h, SEED_HEAD) & mask, 1.0));
-        let cv = CONCEPT_VALUE;
+        let mut concept_hashes: Vec<u32> = Vec::new();
         for a in 0..64u32 {
             if concepts & (1 << a) == 0 {
                 continue;
             }
             let ca = combine(a, SEED_CONCEPT, SEED_CONCEPT);
-            pairs.push((combine(ca, h, SEED_HEAD) & mask, cv));
+            concept_hashes.push(ca);
             for b in (a + 1)..64 {
                 if concepts & (1 << b) != 0 {
-                    pairs.push((combine(combine(ca, b, SEED_CONCEPT), h, SEED_HEAD) & mask, cv));
+                    concept_hashes.push(combine(ca, b, SEED_CONCEPT));
                 }
             }
         }
-        pairs.sort_unstable_by_key(|p| p.0);
-        let mut idx = Vec::with_capacity(pairs.len());
-        let mut val: Vec<f32> = Vec::with_capacity(pairs.len());
-        for &(i, x) in &pairs {
-            if idx.last() == Some(&i) {
-                if let Some(last) = val.last_mut() {
-                    *last += x;
-                }
-            } else {
-                idx.push(i);
-                val.push(x);
-            }
-        }
-        self.pairs = pairs;
-        Features { idx, val, offset: 0.0 }
+        Head::ALL.map(|head| {
+            let h = head as u32;
+            let n = raw.len() + 1 + concept_hashes.len();
+            let mut idx = Vec::with_capacity(n);
+            let mut val = Vec::with_capacity(n);
+            idx.extend(raw.iter().map(|&x| combine(x, h, SEED_HEAD) & mask));
+            val.resize(raw.len(), v);
+            idx.push(combine(BIAS, h, SEED_HEAD) & mask);
+            val.push(1.0);
+            idx.extend(concept_hashes.iter().map(|&c| combine(c, h, SEED_HEAD) & mask));
+            val.resize(idx.len(), CONCEPT_VALUE);
+            Features { idx, val, offset: 0.0 }
+        })
     }
 }
 
@@ -514,8 +515,9 @@ pub fn learned(model: &Model, hasher: &mut Hasher, text: &str) -> Learned {
     let bits = model.hyper().bits;
     let mut out = Learned { probability: [0.0; 2], window: [(0, 0); 2] };
     for (s, e) in windows(text) {
+        let both = hasher.features_both(&text[s..e], bits);
         for head in Head::ALL {
-            let p = model.score(&hasher.features(&text[s..e], head, bits));
+            let p = model.score(&both[head as usize]);
             if p > out.probability[head as usize] {
                 out.probability[head as usize] = p;
                 out.window[head as usize] = (s, e);
