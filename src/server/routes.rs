@@ -107,7 +107,8 @@ pub async fn rank(
     let mut out = Vec::with_capacity(ranked.len());
     let mut blocked = 0u64;
     let RankInput { user_id, language, ids, texts, prompt: prompt_text, .. } = input;
-    let imp_user = user_id.clone();
+    // Kept only for an anomaly review item (the impression takes the id).
+    let anomalous_user = (pstate.trust < 1.0).then(|| user_id.clone());
     let mut assessments: Vec<Option<Assessment>> = scored.assessments.into_iter().map(Some).collect();
     let band = (state.settings.review_band_low, state.settings.review_band_high);
     let mut review = Vec::new();
@@ -170,12 +171,12 @@ pub async fn rank(
         candidates: records,
     };
     state.writer.impression(imp).await;
-    if pstate.trust < 1.0
+    if let Some(user) = &anomalous_user
         && let Some(item) = anomaly_item(
             &state,
             &pstate,
             &rid,
-            &imp_user,
+            user,
             prompt_text.as_deref(),
             (scored.prompt_risk, &scored.prompt_findings),
             now,
