@@ -114,9 +114,9 @@ fn scorer(model: Option<&Path>) -> anyhow::Result<PromptScorer> {
     let mut s = PromptScorer::builtin().context("loading the built-in prompt rules and model")?;
     if let Some(p) = model {
         let f = std::fs::File::open(p).with_context(|| format!("opening model file {}", p.display()))?;
-        s.model = Arc::new(
-            read_model(std::io::BufReader::new(f)).with_context(|| format!("loading model file {}", p.display()))?,
-        );
+        let model =
+            read_model(std::io::BufReader::new(f)).with_context(|| format!("loading model file {}", p.display()))?;
+        s.model = Arc::new(crate::prompt::PromptWeights::of(&model));
     }
     Ok(s)
 }
