@@ -268,10 +268,12 @@ pub fn label(outcome: Outcome, flagged: bool, w: &LabelWeights) -> Option<(bool,
     .filter(|(_, weight)| *weight > 0.0)
 }
 
-/// The training label and weight of a reviewer's verdict.
+/// The training label and weight of a reviewer's verdict. A verdict on an item without
+/// features (a usage anomaly: no candidate) is a record, not a label: `None`.
 #[must_use]
-pub fn verdict_label(v: crate::events::Verdict, w: &LabelWeights) -> Option<(bool, f32)> {
-    Some((v == crate::events::Verdict::Insecure, w.verdict)).filter(|(_, weight)| *weight > 0.0)
+pub fn verdict_label(v: &crate::events::ReviewVerdictEvent, w: &LabelWeights) -> Option<(bool, f32)> {
+    Some((v.verdict == crate::events::Verdict::Insecure, w.verdict))
+        .filter(|(_, weight)| *weight > 0.0 && !v.features.is_empty())
 }
 
 #[cfg(test)]

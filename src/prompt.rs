@@ -396,15 +396,6 @@ impl Hasher {
         (&self.raw, concepts)
     }
 
-    /// The features of `text` for `head` in a weight space of `2^bits` coordinates.
-    pub fn features(&mut self, text: &str, head: Head, bits: u8) -> Features {
-        let [harmful, injection] = self.features_both(text, bits);
-        match head {
-            Head::Harmful => harmful,
-            Head::Injection => injection,
-        }
-    }
-
     /// The features of `text` for both heads, hashed once. An index may repeat when two
     /// hashes meet in a head's space (rare; scoring and training see the same repeats, so
     /// nothing is gained by merging them, and sorting cost more than the hashing).
@@ -498,7 +489,6 @@ fn pieces(text: &str, start: usize, end: usize, out: &mut Vec<(usize, usize)>) {
 pub struct PromptWeights {
     w: Vec<f32>,
     bits: u8,
-    pub version: String,
 }
 
 impl PromptWeights {
@@ -507,7 +497,7 @@ impl PromptWeights {
     pub fn of(model: &Model) -> PromptWeights {
         let bits = model.hyper().bits;
         let w = (0..1u32 << bits).map(|i| model.weight(i)).collect();
-        PromptWeights { w, bits, version: model.version.clone() }
+        PromptWeights { w, bits }
     }
 
     /// The probability of `x` (`sigmoid(w·x + offset)`; 0.5 if that is not finite).
@@ -657,12 +647,6 @@ pub const CODE_NEGATIVE_WEIGHT: f32 = 0.1;
 /// size of a window), every code snippet window by window as a negative of both heads.
 #[must_use]
 pub fn training_examples(prompts: &[&PromptExample], code: &[&str]) -> Vec<TrainExample> {
-    training_examples_with(prompts, code, CODE_NEGATIVE_WEIGHT)
-}
-
-/// [`training_examples`] with another weight for the code negatives.
-#[must_use]
-pub fn training_examples_with(prompts: &[&PromptExample], code: &[&str], code_weight: f32) -> Vec<TrainExample> {
     let mut out: Vec<TrainExample> = prompts
         .iter()
         .map(|p| TrainExample {
@@ -673,7 +657,7 @@ pub fn training_examples_with(prompts: &[&PromptExample], code: &[&str], code_we
         .collect();
     for c in code {
         for (s, e) in windows(c) {
-            out.push(TrainExample { text: c[s..e].to_string(), labels: [false, false], weight: code_weight });
+            out.push(TrainExample { text: c[s..e].to_string(), labels: [false, false], weight: CODE_NEGATIVE_WEIGHT });
         }
     }
     out
@@ -683,19 +667,13 @@ pub fn training_examples_with(prompts: &[&PromptExample], code: &[&str], code_we
 /// (by a hash of the text and the epoch), so the same data gives the same model bit for bit.
 #[must_use]
 pub fn train(examples: &[TrainExample], version: &str) -> Model {
-    train_with(examples, prompt_hyper(), EPOCHS, version)
-}
-
-/// [`train`] with other hyperparameters (for tuning them on the training families).
-#[must_use]
-pub fn train_with(examples: &[TrainExample], hyper: Hyper, epochs: u32, version: &str) -> Model {
+    let hyper = prompt_hyper();
     let mut model = Model::new(hyper, version);
     let mut hasher = Hasher::default();
-    let feats: Vec<[Features; 2]> =
-        examples.iter().map(|x| Head::ALL.map(|h| hasher.features(&x.text, h, hyper.bits))).collect();
+    let feats: Vec<[Features; 2]> = examples.iter().map(|x| hasher.features_both(&x.text, hyper.bits)).collect();
     let keys: Vec<u32> = examples.iter().map(|x| murmur3_32(x.text.as_bytes(), 0x7072_6f6d)).collect();
     let mut order: Vec<usize> = (0..examples.len()).collect();
-    for epoch in 0..epochs {
+    for epoch in 0..EPOCHS {
         order.sort_by_key(|&i| (combine(keys[i], epoch, 0x6570_6f63), i));
         for &i in &order {
             for head in Head::ALL {
@@ -730,17 +708,15 @@ pub struct PromptEval {
 /// Evaluates a scorer on labelled prompts.
 #[must_use]
 pub fn evaluate(scorer: &PromptScorer, prompts: &[&PromptExample]) -> PromptEval {
-    let mut hasher = Hasher::default();
     let mut scores = Vec::new();
     let mut labels = Vec::new();
     let mut counts: std::collections::BTreeMap<String, [usize; 4]> = std::collections::BTreeMap::new();
     let (mut pos, mut hit, mut sw, mut sw_flag, mut bn, mut bn_flag) = (0, 0, 0, 0, 0, 0);
     let (mut rule_hit, mut rule_sw_flag) = (0, 0);
     for p in prompts {
-        let l = learned(&scorer.model, &mut hasher, &p.text);
-        scores.push(l.probability[0].max(l.probability[1]));
-        labels.push(p.label == 1);
         let a = scorer.assess(&p.text);
+        scores.push(a.learned.probability[0].max(a.learned.probability[1]));
+        labels.push(p.label == 1);
         let flagged = a.risk >= 0.5;
         let rule_flagged = a.rule_risk >= 0.5;
         let c = counts.entry(p.lang.clone()).or_default();
@@ -811,13 +787,12 @@ mod tests {
     #[test]
     fn features_are_case_and_punctuation_blind_and_unit_length() {
         let mut h = Hasher::default();
-        let a = h.features("Write a KEYLOGGER, now!", Head::Harmful, PROMPT_BITS);
-        let b = h.features("write a keylogger now", Head::Harmful, PROMPT_BITS);
+        let [a, c] = h.features_both("Write a KEYLOGGER, now!", PROMPT_BITS);
+        let [b, _] = h.features_both("write a keylogger now", PROMPT_BITS);
         assert_eq!(a, b);
-        let plain = h.features("write a list now", Head::Harmful, PROMPT_BITS);
+        let [plain, _] = h.features_both("write a list now", PROMPT_BITS);
         let norm: f32 = plain.val.iter().map(|v| v * v).sum();
         assert!((norm - 2.0).abs() < 1e-4, "n-grams of unit length plus the bias: {norm}");
-        let c = h.features("write a keylogger now", Head::Injection, PROMPT_BITS);
         assert_ne!(a.idx, c.idx, "heads use different coordinates");
     }
 

@@ -44,7 +44,7 @@ impl LabelGate {
 
     /// Takes in one event of the log, in sequence order, before its label (if any) is weighed.
     pub fn observe(&mut self, e: &Event) {
-        if (e.at_ms - self.pop.at_ms) as f64 >= self.abuse.population_every_s * 1000.0 {
+        if self.pop.is_due(&self.abuse, e.at_ms) {
             let stride = sample_stride(self.users.len());
             self.pop = Population::compute(&self.abuse, self.users.values().step_by(stride).map(|s| &s.usage), e.at_ms);
         }

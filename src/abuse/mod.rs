@@ -234,6 +234,14 @@ pub fn sample_stride(users: usize) -> usize {
 }
 
 impl Population {
+    /// Whether these statistics are due to be recomputed at event time `at_ms` (every
+    /// `population_every_s` of event time; the learner and the retraining job's label gate
+    /// must agree on when).
+    #[must_use]
+    pub fn is_due(&self, cfg: &AbuseConfig, at_ms: i64) -> bool {
+        (at_ms - self.at_ms) as f64 >= cfg.population_every_s * 1000.0
+    }
+
     /// The reference statistics, used until enough users are active: about 50 requests per
     /// half-life, 2 % risky prompts, 5 % requests with a blocked candidate, 1 % repeats.
     #[must_use]

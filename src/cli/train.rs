@@ -242,9 +242,7 @@ async fn read_logged(
                     });
                     (f.risk, l.filter(|(_, w)| *w > 0.0).map(|l| (f.features, l)))
                 }
-                EventBody::ReviewVerdict(v) if !v.features.is_empty() => {
-                    (v.risk, verdict_label(v.verdict, weights).map(|l| (v.features, l)))
-                }
+                EventBody::ReviewVerdict(v) => (v.risk, verdict_label(&v, weights).map(|l| (v.features, l))),
                 _ => continue,
             };
             if let Some((features, (insecure, weight))) = labelled {

@@ -57,7 +57,7 @@ fn apply_chunk(shared: &Shared, events: &[Event], created: &mut Vec<String>) {
     let mut pop = shared.population();
     for e in events {
         shared.log_ms.fetch_max(e.at_ms, Ordering::AcqRel);
-        if (e.at_ms - pop.at_ms) as f64 >= shared.abuse_cfg.population_every_s * 1000.0 {
+        if pop.is_due(&shared.abuse_cfg, e.at_ms) {
             pop = population(shared, &policies, e.at_ms);
             if let Ok(mut p) = shared.population.write() {
                 *p = pop;
@@ -106,11 +106,8 @@ fn apply_chunk(shared: &Shared, events: &[Event], created: &mut Vec<String>) {
             EventBody::KeyCreated { key_id, .. } => created.push(key_id.clone()),
             // A reviewer's verdict: the strongest label after the corpus, applied as it stands
             // (no trust weighting, budget or rule floor: those guard against plugin users).
-            // A verdict on an item without features (a usage anomaly) is a record, not a label.
             EventBody::ReviewVerdict(v) => {
-                if let Some((insecure, w)) =
-                    verdict_label(v.verdict, &shared.label_weights).filter(|_| !v.features.is_empty())
-                {
+                if let Some((insecure, w)) = verdict_label(v, &shared.label_weights) {
                     model.update(&v.features, insecure, w);
                 }
                 metrics::counter!("guardrank_verdicts_applied_total", "verdict" => v.verdict.name()).increment(1);
@@ -277,9 +274,7 @@ async fn switch_model(shared: &Shared, store: &dyn Store, a: &ModelActivation, a
                     true
                 }
                 EventBody::ReviewVerdict(v) => {
-                    if let Some((insecure, w)) =
-                        verdict_label(v.verdict, &shared.label_weights).filter(|_| !v.features.is_empty())
-                    {
+                    if let Some((insecure, w)) = verdict_label(v, &shared.label_weights) {
                         model.update(&v.features, insecure, w);
                     }
                     true

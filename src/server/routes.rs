@@ -200,6 +200,9 @@ pub async fn rank(
     }))
 }
 
+/// The rule id of the finding that explains an anomaly review item.
+const ANOMALY_RULE: &str = "abuse.usage-anomaly";
+
 /// How long this replica waits before it queues another anomaly item for the same user.
 const ANOMALY_REQUEUE_MS: i64 = 24 * 3_600_000;
 
@@ -228,14 +231,22 @@ fn anomaly_item(
     }
     let a = state.shared.assess(&pstate.usage);
     let why = crate::abuse::explain(&a);
-    let mut findings = vec![serde_json::json!({
-        "rule_id": "abuse.usage-anomaly", "cwe": "", "severity": "medium",
-        "message": format!("trust {:.2}: {}", a.trust, if why.is_empty() { "usage anomaly" } else { &why }),
-        "line": 1, "column": 1, "end_line": 1, "end_column": 1,
-    })];
-    findings.extend(prompt_findings.iter().filter_map(|f| serde_json::to_value(f).ok()));
-    let mut rules: Vec<String> = prompt_findings.iter().map(|f| f.rule_id.to_string()).collect();
-    rules.push("abuse.usage-anomaly".into());
+    // The monitor's explanation first (at the first position of the prompt), then
+    // the prompt's own: stored like a candidate's findings.
+    let message = format!("trust {:.2}: {}", a.trust, if why.is_empty() { "usage anomaly" } else { &why });
+    let anomaly = crate::engine::Finding {
+        rule_id: std::sync::Arc::from(ANOMALY_RULE),
+        cwe: std::sync::Arc::from(""),
+        severity: crate::rules::Severity::Medium,
+        message: std::sync::Arc::from(message),
+        line: 1,
+        column: 1,
+        end_line: 1,
+        end_column: 1,
+        mode: Mode::Enforce,
+    };
+    let findings: Vec<&crate::engine::Finding> = std::iter::once(&anomaly).chain(prompt_findings).collect();
+    let mut rules: Vec<String> = findings.iter().map(|f| f.rule_id.to_string()).collect();
     rules.sort_unstable();
     rules.dedup();
     metrics::counter!("guardrank_anomaly_review_items_total").increment(1);
@@ -246,7 +257,7 @@ fn anomaly_item(
         reason: ReviewReason::Anomaly,
         risk: prompt_risk,
         rules,
-        findings_json: serde_json::Value::Array(findings).to_string(),
+        findings_json: serde_json::to_string(&findings).unwrap_or_else(|_| "[]".into()),
         text: if state.settings.retain_text { prompt.map(str::to_string) } else { None },
         features: crate::features::Features::default(),
         created_at_ms: now,
