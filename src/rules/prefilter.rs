@@ -301,7 +301,7 @@ impl Literals {
             .then(|| {
                 // A contiguous NFA, not a DFA: over the built-in pack's 5,210 literals the DFA
                 // holds 15.9 MB (18.5 MB of a server's resident memory, with the prompt pack's),
-                // the NFA 0.9 MB, and scans the corpus about 5% slower (BENCHMARKS.md).
+                // the NFA 0.9 MB, and scans the corpus about 3% slower (BENCHMARKS.md).
                 AhoCorasick::builder()
                     .kind(Some(AhoCorasickKind::ContiguousNFA))
                     .ascii_case_insensitive(true)
