@@ -317,9 +317,8 @@ impl RulePack {
         let Some(idx) = self.by_lang.get(&lang) else {
             return hits;
         };
-        // Without comments the masked text is the raw text: one read of it serves both.
-        let masked_seen = self.literals.scan(&lexed.masked);
-        let raw_seen = (*lexed.masked != *lexed.text).then(|| self.literals.scan(lexed.text));
+        // One read of the raw text serves both subjects ([`Literals::scan_lexed`]).
+        let (masked_seen, raw_seen) = self.literals.scan_lexed(&lexed.masked, lexed.text);
         for (prefilter, subject, seen) in [
             (&idx.masked, &*lexed.masked, &masked_seen),
             (&idx.raw, lexed.text, raw_seen.as_ref().unwrap_or(&masked_seen)),

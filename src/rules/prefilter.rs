@@ -257,8 +257,9 @@ fn alternation(hs: &[Hir]) -> Info {
 }
 
 /// Every literal of a pack, interned, and then one automaton over all of them: a scan reads a
-/// text once whatever its language (one automaton for the pack is smaller than one per
-/// language, and scans the masked and raw text alike).
+/// text once whatever its language and whether or not it has comments (one automaton for the
+/// pack is smaller than one per language, and one read of the raw text serves the masked text
+/// as well).
 #[derive(Debug, Default)]
 pub(crate) struct Literals {
     ids: BTreeMap<Lit, u32>,
@@ -266,6 +267,8 @@ pub(crate) struct Literals {
     /// then every pattern runs).
     ac: Option<AhoCorasick>,
     count: usize,
+    /// The ids of the literals that hold a space, as a bit set (see [`Literals::scan_lexed`]).
+    spaced: Vec<u64>,
 }
 
 /// A pattern's condition as literal ids of its pack's [`Literals`] (no clauses: always run).
@@ -297,6 +300,12 @@ impl Literals {
             lits[*id as usize] = l;
         }
         self.count = lits.len();
+        self.spaced = vec![0; self.count.div_ceil(64)];
+        for (i, l) in lits.iter().enumerate() {
+            if l.contains(&b' ') {
+                self.spaced[i / 64] |= 1 << (i % 64);
+            }
+        }
         self.ac = (!lits.is_empty())
             .then(|| {
                 // A contiguous NFA, not a DFA: over the built-in pack's 5,210 literals the DFA
@@ -312,6 +321,27 @@ impl Literals {
             .flatten();
         self.ids = BTreeMap::new();
         self
+    }
+
+    /// The literals that may occur in the masked text and those that occur in the raw text of
+    /// a lexed text, from one pass over the raw text.
+    ///
+    /// Masking turns every comment byte but line breaks into a space, so an occurrence in the
+    /// masked text of a literal without a space touches no byte that masking changed: it
+    /// occurs in the raw text too. The masked set is therefore the raw set plus every literal
+    /// that holds a space, a superset, which keeps every condition necessary (a pattern may
+    /// run on masked text whose literals occur only in a comment, and then finds nothing
+    /// there).
+    pub(crate) fn scan_lexed(&self, masked: &str, raw: &str) -> (Seen, Option<Seen>) {
+        if masked == raw {
+            return (self.scan(raw), None);
+        }
+        let raw_seen = self.scan(raw);
+        let mut masked_seen = Seen { bits: raw_seen.bits.clone(), all: raw_seen.all };
+        for (m, s) in masked_seen.bits.iter_mut().zip(&self.spaced) {
+            *m |= s;
+        }
+        (masked_seen, Some(raw_seen))
     }
 
     /// The literals that occur in `text`.
@@ -457,6 +487,35 @@ mod tests {
         }
         assert!(total > 3000, "the inputs exercise the rules ({total} hits)");
         assert!(differ.is_empty(), "{} inputs differ:\n{}", differ.len(), differ.join("\n"));
+    }
+
+    #[test]
+    fn one_read_of_the_raw_text_serves_the_masked_text_too() {
+        use crate::rules::{CompiledRule, Examples, Mode, RuleSpec, Severity, Target};
+        let rule = |id: &str, pattern: &str| {
+            let spec = RuleSpec {
+                id: id.into(),
+                languages: vec!["python".into()],
+                cwe: "CWE-1".into(),
+                severity: Severity::Low,
+                message: "m".into(),
+                patterns: vec![pattern.into()],
+                unless: Vec::new(),
+                target: Target::Masked,
+                mode: Mode::Enforce,
+                examples: Examples::default(),
+            };
+            CompiledRule::compile(spec).expect("compiles")
+        };
+        // The first pattern's literal ("= 1" and four spaces) occurs only once masking has made
+        // the comment spaces; the second's only inside the comment, where masking removes it.
+        let pack = RulePack::new(vec![rule("t.spaces", r"= 1 {4}$"), rule("t.call", r"eval\(")]).expect("pack");
+        let lang = Some(Language::Python);
+        let lexed = lex("x = 1 #ab\n# eval(y)\nz = 2\n", lang);
+        assert_ne!(*lexed.masked, *lexed.text);
+        let want = scan_everything(&pack, &lexed, lang);
+        assert_eq!(want.len(), 1, "the reference finds the masked spaces: {want:?}");
+        assert_eq!(pack.scan(&lexed, lang), want);
     }
 
     #[test]
