@@ -386,10 +386,11 @@ impl<'a> LineIndex<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn rule(id: &str, pats: &[&str], unless: &[&str], target: Target) -> RuleSpec {
+    /// A Python rule spec for tests (also the prefilter's).
+    pub(crate) fn rule(id: &str, pats: &[&str], unless: &[&str], target: Target) -> RuleSpec {
         RuleSpec {
             id: id.to_string(),
             languages: vec!["python".to_string()],

@@ -492,21 +492,9 @@ mod tests {
 
     #[test]
     fn one_read_of_the_raw_text_serves_the_masked_text_too() {
-        use crate::rules::{CompiledRule, Examples, Mode, RuleSpec, Severity, Target};
+        use crate::rules::{CompiledRule, Target};
         let rule = |id: &str, pattern: &str| {
-            let spec = RuleSpec {
-                id: id.into(),
-                languages: vec!["python".into()],
-                cwe: "CWE-1".into(),
-                severity: Severity::Low,
-                message: "m".into(),
-                patterns: vec![pattern.into()],
-                unless: Vec::new(),
-                target: Target::Masked,
-                mode: Mode::Enforce,
-                examples: Examples::default(),
-            };
-            CompiledRule::compile(spec).expect("compiles")
+            CompiledRule::compile(crate::rules::tests::rule(id, &[pattern], &[], Target::Masked)).expect("compiles")
         };
         // The first pattern's literal ("= 1" and four spaces) occurs only once masking has made
         // the comment spaces; the second's only inside the comment, where masking removes it.
