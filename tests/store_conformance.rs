@@ -31,6 +31,7 @@ use oversight::{
     audit_entries_list_newest_first_and_rule_events_are_found_by_kind,
     reports_mark_existing_items_and_name_the_candidates_without_one,
     review_items_are_queued_once_filtered_paged_and_judged_once,
+    review_items_of_a_batch_commit_with_its_impressions_in_order,
     review_upkeep_expires_bounds_uncertain_items_and_purges,
 };
 
@@ -165,6 +166,7 @@ macro_rules! conformance_suite {
             suite_case!($make, store, review_upkeep_expires_bounds_uncertain_items_and_purges);
             suite_case!($make, store, anomaly_items_without_candidate_or_features_are_stored_and_judged);
             suite_case!($make, store, reports_mark_existing_items_and_name_the_candidates_without_one);
+            suite_case!($make, store, review_items_of_a_batch_commit_with_its_impressions_in_order);
             suite_case!($make, store, audit_entries_list_newest_first_and_rule_events_are_found_by_kind);
         }
     };
@@ -215,7 +217,7 @@ fn fb(request_id: &str, candidate_id: &str, outcome: Outcome) -> FeedbackIn {
 }
 
 fn batch(at_ms: i64, impressions: Vec<Impression>, feedback: Vec<Vec<FeedbackIn>>) -> WriteBatch {
-    WriteBatch { at_ms, impressions, feedback }
+    WriteBatch { at_ms, impressions, feedback, review: Vec::new() }
 }
 
 fn recorded(recorded: u32, duplicates: u32) -> GroupOutcome {

@@ -137,7 +137,7 @@ pub fn run(a: &SynthArgs) -> anyhow::Result<ExitCode> {
     while k < impressions {
         let n = per_batch.min(impressions - k);
         let at_ms = start_ms + i64::try_from((k as u128 * span_ms as u128 / impressions as u128) as u64).unwrap_or(0);
-        let mut batch = WriteBatch { at_ms, impressions: Vec::with_capacity(n as usize), feedback: Vec::new() };
+        let mut batch = WriteBatch { at_ms, impressions: Vec::with_capacity(n as usize), ..WriteBatch::default() };
         let mut group = Vec::with_capacity((n * per) as usize);
         for j in k..k + n {
             let user = j % a.users;

@@ -1,10 +1,13 @@
 //! The review queue: candidates that were blocked, reported insecure by their user, or scored
 //! in the uncertain band wait here for a human verdict, which is logged as a strong label.
 //!
-//! Rank and feedback handlers never wait for the queue: they hand items to a channel
-//! ([`ReviewSink`]) that one task writes in batches. The queue is best effort where the log is
-//! not: an item lost in a crash (or dropped because the channel is full, counted in
-//! `guardrank_review_items_dropped_total`) costs a review, never an acknowledged event.
+//! Handlers never wait for the queue. The rank path's items (blocked, uncertain, anomaly) go
+//! to the writer with their impression and are committed in its transaction
+//! ([`super::writer`]). Reports go to a channel ([`ReviewSink`]) that one task resolves
+//! against the stored items and impressions and writes in batches. The queue is best effort
+//! where the log is not: an item lost in a crash (or dropped because a channel is full,
+//! counted in `guardrank_review_items_dropped_total`) costs a review, never an acknowledged
+//! event.
 
 use super::admin::rfc3339;
 use super::audit::{paging, query_params};
@@ -32,8 +35,6 @@ const MAX_NOTE_CHARS: usize = 2000;
 /// What the sink is handed.
 #[derive(Debug)]
 pub enum ReviewCmd {
-    /// A candidate from the rank path (blocked or uncertain).
-    Item(Box<NewReviewItem>),
     /// A candidate a user reported insecure: resolved against its stored impression.
     Reported { request_id: String, candidate_id: String, at_ms: i64 },
 }
@@ -72,17 +73,12 @@ async fn run(mut rx: mpsc::Receiver<ReviewCmd>, store: Arc<dyn Store>, shared: A
                 Ok(None) | Err(_) => break,
             }
         }
-        let mut items = Vec::with_capacity(cmds.len());
-        let mut reports: Vec<(String, String)> = Vec::new();
-        let mut reported_at: Vec<i64> = Vec::new();
-        for c in cmds {
-            match c {
-                ReviewCmd::Item(i) => items.push(*i),
-                ReviewCmd::Reported { request_id, candidate_id, at_ms } => {
-                    reports.push((request_id, candidate_id));
-                    reported_at.push(at_ms);
-                }
-            }
+        let mut items = Vec::new();
+        let mut reports: Vec<(String, String)> = Vec::with_capacity(cmds.len());
+        let mut reported_at: Vec<i64> = Vec::with_capacity(cmds.len());
+        for ReviewCmd::Reported { request_id, candidate_id, at_ms } in cmds {
+            reports.push((request_id, candidate_id));
+            reported_at.push(at_ms);
         }
         // Reports: one statement marks the candidates that have an item already (most: a
         // reported candidate was usually blocked or uncertain when it was served); only the

@@ -170,7 +170,6 @@ pub async fn rank(
         prompt_risk: scored.prompt_risk as f32,
         candidates: records,
     };
-    state.writer.impression(imp).await;
     if let Some(user) = &anomalous_user
         && let Some(item) = anomaly_item(
             &state,
@@ -184,9 +183,8 @@ pub async fn rank(
     {
         review.push(item);
     }
-    for item in review {
-        state.review.offer(ReviewCmd::Item(Box::new(item)));
-    }
+    // The review items ride with the impression, in its transaction.
+    state.writer.impression(imp, review).await;
     Ok(Json(RankResponse {
         request_id: rid,
         model_version: scored.model_version,

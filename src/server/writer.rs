@@ -1,19 +1,22 @@
 //! The writer: one task that owns appends to the store and commits in groups.
 //!
-//! Rank handlers hand impressions over without waiting; they are written at most
-//! `impression_flush_ms` later, together with whatever else is queued. Feedback handlers hand
+//! Rank handlers hand impressions (with the review items they raise) over without waiting;
+//! they are written at most `impression_flush_ms` later, together with whatever else is
+//! queued. Feedback handlers hand
 //! over a group and wait for its commit; every group queued while a commit is in flight goes
 //! into the next one (group commit), so many concurrent clients share each transaction.
 //! Because a batch writes its impressions before its feedback, feedback for an impression
-//! still in the buffer works.
+//! still in the buffer works. Review items ride in the same transaction as their impression:
+//! a separate transaction per handful of items cost the rank path a third of its throughput
+//! (BENCHMARKS.md).
 //!
 //! Crash window: an impression that is still buffered when the process dies (at most
 //! `impression_flush_ms` after its rank response, and only if no feedback for it arrived in
-//! between) is lost; later feedback for it gets a clear 404. Acknowledged feedback is never
+//! between) is lost, with its review items; later feedback for it gets a clear 404. Acknowledged feedback is never
 //! lost: it is answered only after its commit.
 
 use crate::events::{FeedbackIn, Impression};
-use crate::store::{GroupOutcome, Store, WriteBatch};
+use crate::store::{GroupOutcome, NewReviewItem, Store, WriteBatch};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot};
@@ -27,7 +30,7 @@ const MAX_GROUPS_PER_COMMIT: usize = 512;
 pub type FeedbackReply = Result<GroupOutcome, String>;
 
 enum Cmd {
-    Impression(Box<Impression>),
+    Impression(Box<Impression>, Vec<NewReviewItem>),
     Feedback(Vec<FeedbackIn>, oneshot::Sender<FeedbackReply>),
     Flush(oneshot::Sender<()>),
 }
@@ -45,11 +48,14 @@ impl std::fmt::Debug for Cmd {
 }
 
 impl WriterHandle {
-    /// Queues an impression (waits only if the queue is full).
-    pub async fn impression(&self, imp: Impression) {
-        if self.tx.send(Cmd::Impression(Box::new(imp))).await.is_err() {
+    /// Queues an impression and the review items of its candidates (waits only if the queue
+    /// is full).
+    pub async fn impression(&self, imp: Impression, review: Vec<NewReviewItem>) {
+        let items = review.len() as u64;
+        if self.tx.send(Cmd::Impression(Box::new(imp), review)).await.is_err() {
             tracing::warn!("writer stopped; impression dropped");
             metrics::counter!("guardrank_impressions_dropped_total").increment(1);
+            metrics::counter!("guardrank_review_items_dropped_total").increment(items);
         }
     }
 
@@ -86,21 +92,32 @@ pub fn spawn(
 
 type Group = (Vec<FeedbackIn>, oneshot::Sender<FeedbackReply>);
 
-fn take(
-    c: Cmd,
-    impressions: &mut Vec<Impression>,
-    groups: &mut Vec<Group>,
-    flushes: &mut Vec<oneshot::Sender<()>>,
-    deadline: &mut Option<Instant>,
-    flush_every: Duration,
-) {
-    match c {
-        Cmd::Impression(i) => {
-            impressions.push(*i);
-            deadline.get_or_insert_with(|| Instant::now() + flush_every);
+/// What the writer holds for its next commit.
+#[derive(Default)]
+struct Pending {
+    impressions: Vec<Impression>,
+    review: Vec<NewReviewItem>,
+    groups: Vec<Group>,
+    flushes: Vec<oneshot::Sender<()>>,
+    /// When the buffered impressions are due.
+    deadline: Option<Instant>,
+}
+
+impl Pending {
+    fn take(&mut self, c: Cmd, flush_every: Duration) {
+        match c {
+            Cmd::Impression(i, mut review) => {
+                self.impressions.push(*i);
+                self.review.append(&mut review);
+                self.deadline.get_or_insert_with(|| Instant::now() + flush_every);
+            }
+            Cmd::Feedback(e, tx) => self.groups.push((e, tx)),
+            Cmd::Flush(tx) => self.flushes.push(tx),
         }
-        Cmd::Feedback(e, tx) => groups.push((e, tx)),
-        Cmd::Flush(tx) => flushes.push(tx),
+    }
+
+    fn holds_writes(&self) -> bool {
+        !self.impressions.is_empty() || !self.review.is_empty() || !self.groups.is_empty()
     }
 }
 
@@ -111,13 +128,10 @@ async fn run(
     committed: Arc<Notify>,
     now_ms: fn() -> i64,
 ) {
-    let mut impressions: Vec<Impression> = Vec::new();
-    let mut groups: Vec<Group> = Vec::new();
-    let mut flushes: Vec<oneshot::Sender<()>> = Vec::new();
-    let mut deadline: Option<Instant> = None;
+    let mut p = Pending::default();
     let mut open = true;
-    while open || !impressions.is_empty() || !groups.is_empty() {
-        let cmd = match deadline {
+    while open || p.holds_writes() {
+        let cmd = match p.deadline {
             _ if !open => None,
             None => rx.recv().await,
             Some(d) => match tokio::time::timeout_at(d, rx.recv()).await {
@@ -126,28 +140,43 @@ async fn run(
             },
         };
         match cmd {
-            Some(c) => take(c, &mut impressions, &mut groups, &mut flushes, &mut deadline, flush_every),
+            Some(c) => p.take(c, flush_every),
             None => open = false,
         }
-        while groups.len() < MAX_GROUPS_PER_COMMIT {
+        while p.groups.len() < MAX_GROUPS_PER_COMMIT {
             match rx.try_recv() {
-                Ok(c) => take(c, &mut impressions, &mut groups, &mut flushes, &mut deadline, flush_every),
+                Ok(c) => p.take(c, flush_every),
                 Err(_) => break,
             }
         }
-        let due = deadline.is_some_and(|d| Instant::now() >= d);
-        if groups.is_empty() && flushes.is_empty() && !due && open && impressions.len() < 4096 {
+        let due = p.deadline.is_some_and(|d| Instant::now() >= d);
+        if p.groups.is_empty() && p.flushes.is_empty() && !due && open && p.impressions.len() < 4096 {
             continue;
         }
         // The groups move into the batch; their reply channels wait beside it, in the same order.
-        let (feedback, replies): (Vec<_>, Vec<_>) = groups.drain(..).unzip();
-        let batch = WriteBatch { at_ms: now_ms(), impressions: std::mem::take(&mut impressions), feedback };
+        let (feedback, replies): (Vec<_>, Vec<_>) = p.groups.drain(..).unzip();
+        let batch = WriteBatch {
+            at_ms: now_ms(),
+            impressions: std::mem::take(&mut p.impressions),
+            feedback,
+            review: std::mem::take(&mut p.review),
+        };
         match store.commit(&batch).await {
             Ok(outcomes) => {
                 for (tx, o) in replies.into_iter().zip(outcomes) {
                     let _ = tx.send(Ok(o));
                 }
-                deadline = None;
+                let mut by_reason: Vec<(&'static str, u64)> = Vec::new();
+                for item in &batch.review {
+                    match by_reason.iter_mut().find(|(r, _)| *r == item.reason.name()) {
+                        Some((_, n)) => *n += 1,
+                        None => by_reason.push((item.reason.name(), 1)),
+                    }
+                }
+                for (reason, n) in by_reason {
+                    metrics::counter!("guardrank_review_items_total", "reason" => reason).increment(n);
+                }
+                p.deadline = None;
                 committed.notify_one();
             }
             Err(e) => {
@@ -155,21 +184,33 @@ async fn run(
                 for tx in replies {
                     let _ = tx.send(Err(e.to_string()));
                 }
-                // Keep the impressions for the next attempt, within a bound.
-                impressions = batch.impressions;
-                if impressions.len() > MAX_PENDING_IMPRESSIONS {
-                    let drop = impressions.len() - MAX_PENDING_IMPRESSIONS;
-                    impressions.drain(..drop);
+                // Keep the impressions and review items for the next attempt, within a bound.
+                p.impressions = batch.impressions;
+                p.review = batch.review;
+                if p.impressions.len() > MAX_PENDING_IMPRESSIONS {
+                    let drop = p.impressions.len() - MAX_PENDING_IMPRESSIONS;
+                    p.impressions.drain(..drop);
                     metrics::counter!("guardrank_impressions_dropped_total").increment(drop as u64);
                 }
-                deadline = Some(Instant::now() + flush_every.max(Duration::from_millis(200)));
+                if p.review.len() > MAX_PENDING_IMPRESSIONS {
+                    let drop = p.review.len() - MAX_PENDING_IMPRESSIONS;
+                    p.review.drain(..drop);
+                    metrics::counter!("guardrank_review_items_dropped_total").increment(drop as u64);
+                }
+                p.deadline = Some(Instant::now() + flush_every.max(Duration::from_millis(200)));
                 if !open {
-                    tracing::error!(lost = impressions.len(), "store failing at shutdown; buffered impressions lost");
-                    impressions.clear();
+                    tracing::error!(
+                        lost = p.impressions.len(),
+                        review_items = p.review.len(),
+                        "store failing at shutdown; buffered impressions lost"
+                    );
+                    metrics::counter!("guardrank_review_items_dropped_total").increment(p.review.len() as u64);
+                    p.impressions.clear();
+                    p.review.clear();
                 }
             }
         }
-        for f in flushes.drain(..) {
+        for f in p.flushes.drain(..) {
             let _ = f.send(());
         }
     }

@@ -33,16 +33,26 @@ pub enum Durability {
     Power,
 }
 
-/// One commit: impressions to append (idempotent on `request_id`) and groups of feedback,
-/// each group all or nothing. Everything is committed in one transaction, in this order:
-/// impressions first, then each group, so feedback may refer to an impression of the same
-/// batch.
+/// One commit: impressions to append (idempotent on `request_id`), groups of feedback, each
+/// group all or nothing, and review items of the rank path. Everything is committed in one
+/// transaction, in this order: impressions first, then each group, so feedback may refer to an
+/// impression of the same batch, then the review items (queued as
+/// [`Store::add_review_items`] would).
 #[derive(Debug, Clone, Default)]
 pub struct WriteBatch {
     /// Append time of every event of the batch, milliseconds since the epoch.
     pub at_ms: i64,
     pub impressions: Vec<Impression>,
     pub feedback: Vec<Vec<FeedbackIn>>,
+    pub review: Vec<NewReviewItem>,
+}
+
+impl WriteBatch {
+    /// Nothing to write.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.impressions.is_empty() && self.feedback.is_empty() && self.review.is_empty()
+    }
 }
 
 /// What became of one feedback group.
@@ -721,6 +731,7 @@ mod tests {
                     outcome: Outcome::Accepted,
                 }],
             ],
+            review: Vec::new(),
         };
         let mut plan = CommitPlan::new(&batch);
         plan.load(&imp.request_id, 9, &[1, 2, 3]);

@@ -260,9 +260,75 @@ pub fn encode_features(f: &Features) -> Result<Vec<u8>, super::StoreError> {
     super::codec::encode(f).map_err(|e| super::StoreError::Invalid(format!("cannot encode features: {e}")))
 }
 
+/// Review items per multi-row `INSERT` at most: 10 parameters a row, far under both backends'
+/// limits on bound parameters.
+pub const REVIEW_ROWS: usize = 256;
+
+/// The statement that queues review items, both backends: the column list, then `VALUES` rows
+/// of `(request_id, candidate_id, user_id, reason, 'pending', risk, rules, findings, text,
+/// features, created_at_ms)`, then [`REVIEW_UPSERT_TAIL`].
+pub const REVIEW_INSERT_HEAD: &str = "INSERT INTO review_items (request_id, candidate_id, user_id, reason, status, \
+                                      risk, rules, findings, text, features, created_at_ms) ";
+
+/// A candidate is queued once; an uncertain-band item still pending takes a stronger reason.
+pub const REVIEW_UPSERT_TAIL: &str = " ON CONFLICT (request_id, candidate_id) DO UPDATE SET reason = excluded.reason \
+                                      WHERE review_items.reason = 'uncertain' AND excluded.reason <> 'uncertain' \
+                                      AND review_items.status = 'pending'";
+
+/// `items` cut into runs for multi-row upserts: at most [`REVIEW_ROWS`] each, and no candidate
+/// twice in a run. PostgreSQL refuses an upsert that touches a row twice; a new run per repeat
+/// applies the items in order, as one statement each would.
+pub fn review_runs(items: &[NewReviewItem]) -> Vec<&[NewReviewItem]> {
+    let mut runs = Vec::new();
+    let mut start = 0;
+    let mut seen: std::collections::HashSet<(&str, &str)> = std::collections::HashSet::new();
+    for (i, it) in items.iter().enumerate() {
+        let key = (it.request_id.as_str(), it.candidate_id.as_str());
+        if i - start == REVIEW_ROWS || seen.contains(&key) {
+            runs.push(&items[start..i]);
+            start = i;
+            seen.clear();
+        }
+        seen.insert(key);
+    }
+    if start < items.len() {
+        runs.push(&items[start..]);
+    }
+    runs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn item(request_id: &str, candidate_id: &str) -> NewReviewItem {
+        NewReviewItem {
+            request_id: request_id.into(),
+            candidate_id: candidate_id.into(),
+            user_id: "u".into(),
+            reason: ReviewReason::Uncertain,
+            risk: 0.5,
+            rules: Vec::new(),
+            findings_json: "[]".into(),
+            text: None,
+            features: Features::default(),
+            created_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn review_runs_keep_order_and_never_hold_a_candidate_twice() {
+        let ids = |runs: Vec<&[NewReviewItem]>| -> Vec<Vec<String>> {
+            runs.iter().map(|r| r.iter().map(|i| format!("{}/{}", i.request_id, i.candidate_id)).collect()).collect()
+        };
+        assert!(review_runs(&[]).is_empty());
+        let items = [item("r1", "a"), item("r1", "b"), item("r2", "a"), item("r1", "a"), item("r1", "b")];
+        assert_eq!(ids(review_runs(&items)), [vec!["r1/a", "r1/b", "r2/a"], vec!["r1/a", "r1/b"]]);
+        let many: Vec<NewReviewItem> = (0..REVIEW_ROWS * 2 + 1).map(|k| item("r", &k.to_string())).collect();
+        let runs = review_runs(&many);
+        assert_eq!(runs.iter().map(|r| r.len()).collect::<Vec<_>>(), [REVIEW_ROWS, REVIEW_ROWS, 1]);
+        assert_eq!(runs.concat(), many);
+    }
 
     #[test]
     fn rule_ids_round_trip_through_their_column() {

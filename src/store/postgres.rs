@@ -479,12 +479,13 @@ impl Store for PostgresStore {
     }
 
     async fn commit(&self, batch: &WriteBatch) -> Result<Vec<GroupOutcome>, StoreError> {
-        if batch.impressions.is_empty() && batch.feedback.is_empty() {
+        if batch.is_empty() {
             return Ok(Vec::new());
         }
         let mut plan = CommitPlan::new(batch);
         let mut log = self.begin_log().await?;
         let outcomes = commit_plan(&mut log, &mut plan, batch.at_ms).await?;
+        oversight::insert_review_items(log.conn(), &batch.review).await?;
         log.commit().await?;
         Ok(outcomes)
     }
@@ -975,6 +976,7 @@ mod tests {
             at_ms: 10,
             impressions: vec![impression("a", "u1"), impression("b", "u1"), impression("c", "u2")],
             feedback: vec![accepted("b"), accepted("c")],
+            review: Vec::new(),
         };
         store.commit(&batch).await.expect("commit");
         assert_eq!(count(&store, "SELECT COUNT(*) FROM impressions WHERE has_feedback").await, 2);
@@ -994,7 +996,7 @@ mod tests {
         let store = PostgresStore::open(&url, Durability::Process).await.expect("open");
         let impressions = (0..12).map(|i| impression(&format!("r{i}"), "u")).collect();
         let feedback = (0..12).map(|i| accepted(&format!("r{i}"))).collect();
-        let batch = WriteBatch { at_ms: 10, impressions, feedback };
+        let batch = WriteBatch { at_ms: 10, impressions, feedback, review: Vec::new() };
         store.commit(&batch).await.expect("commit");
         let max = store.last_seq().await.expect("last seq");
         assert_eq!(max, 24, "numbers are contiguous without rollbacks");

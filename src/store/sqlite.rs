@@ -429,12 +429,13 @@ impl Store for SqliteStore {
     }
 
     async fn commit(&self, batch: &WriteBatch) -> Result<Vec<GroupOutcome>, StoreError> {
-        if batch.impressions.is_empty() && batch.feedback.is_empty() {
+        if batch.is_empty() {
             return Ok(Vec::new());
         }
         let mut plan = CommitPlan::new(batch);
         let (_guard, mut tx) = self.begin_write().await?;
         let outcomes = commit_plan(&mut tx, &mut plan, batch.at_ms).await?;
+        oversight::insert_review_items(&mut tx, &batch.review).await?;
         self.finish(tx).await?;
         Ok(outcomes)
     }
@@ -827,6 +828,7 @@ mod tests {
             at_ms: 10,
             impressions: vec![impression("a", "u1"), impression("b", "u1"), impression("c", "u2")],
             feedback: vec![accepted("b"), accepted("c")],
+            review: Vec::new(),
         };
         store.commit(&batch).await.expect("commit");
         store.compact(100, Some(100), 1_000).await.expect("compact");
@@ -845,7 +847,7 @@ mod tests {
         let store = SqliteStore::open(&dir.path().join("g.db"), Durability::Process).await.expect("open");
         let impressions = (0..12).map(|i| impression(&format!("r{i}"), "u")).collect();
         let feedback = (0..12).map(|i| accepted(&format!("r{i}"))).collect();
-        let batch = WriteBatch { at_ms: 10, impressions, feedback };
+        let batch = WriteBatch { at_ms: 10, impressions, feedback, review: Vec::new() };
         store.commit(&batch).await.expect("commit");
         let max = store.last_seq().await.expect("last seq");
         let deleted = store.delete_chunked(COMPACT_FEEDBACK, 100, max, 5).await.expect("delete");

@@ -1,15 +1,18 @@
 //! The SQLite side of the oversight tables (review queue, audit log): see
 //! [`super::super::oversight`]. A child module of `sqlite`, so it shares its pools and locks.
 
-use super::super::oversight::{DecidedRow, encode_features, rules_column, rules_from_column, verdict_event};
+use super::super::oversight::{
+    DecidedRow, REVIEW_INSERT_HEAD, REVIEW_ROWS, REVIEW_UPSERT_TAIL, encode_features, review_runs, rules_column,
+    rules_from_column, verdict_event,
+};
 use super::super::{
     AuditEntry, Decision, NewAudit, NewReviewItem, ReviewFilter, ReviewItem, ReviewStatus, ReviewUpkeep, StoreError,
     VerdictIn,
 };
 use super::{SqliteStore, decode_body, insert_event};
 use crate::events::Event;
-use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 const ITEM_COLUMNS: &str = "id, request_id, candidate_id, user_id, reason, status, risk, rules, findings, text, \
                             created_at_ms, decided_at_ms, decided_by, note";
@@ -43,30 +46,37 @@ pub(super) async fn add_review_items(store: &SqliteStore, items: &[NewReviewItem
         return Ok(0);
     }
     let (_guard, mut tx) = store.begin_write().await?;
-    let mut n = 0;
-    for it in items {
-        n += sqlx::query(
-            "INSERT INTO review_items (request_id, candidate_id, user_id, reason, status, risk, rules, findings, \
-             text, features, created_at_ms) VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, ?8, ?9, ?10) \
-             ON CONFLICT (request_id, candidate_id) DO UPDATE SET reason = excluded.reason \
-             WHERE review_items.reason = 'uncertain' AND excluded.reason <> 'uncertain' \
-             AND review_items.status = 'pending'",
-        )
-        .bind(&it.request_id)
-        .bind(&it.candidate_id)
-        .bind(&it.user_id)
-        .bind(it.reason.name())
-        .bind(it.risk)
-        .bind(rules_column(&it.rules))
-        .bind(&it.findings_json)
-        .bind(&it.text)
-        .bind(encode_features(&it.features)?)
-        .bind(it.created_at_ms)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    }
+    let n = insert_review_items(&mut tx, items).await?;
     store.finish(tx).await?;
+    Ok(n)
+}
+
+/// Queues review items inside the caller's transaction (multi-row upserts, see
+/// [`review_runs`]); returns the rows inserted or upgraded.
+pub(super) async fn insert_review_items(
+    conn: &mut SqliteConnection,
+    items: &[NewReviewItem],
+) -> Result<u64, StoreError> {
+    let mut n = 0;
+    for run in review_runs(items) {
+        let features = run.iter().map(|it| encode_features(&it.features)).collect::<Result<Vec<_>, _>>()?;
+        let mut q = QueryBuilder::<Sqlite>::new(REVIEW_INSERT_HEAD);
+        q.push_values(run.iter().zip(features), |mut row, (it, features)| {
+            row.push_bind(&it.request_id)
+                .push_bind(&it.candidate_id)
+                .push_bind(&it.user_id)
+                .push_bind(it.reason.name())
+                .push("'pending'")
+                .push_bind(it.risk)
+                .push_bind(rules_column(&it.rules))
+                .push_bind(&it.findings_json)
+                .push_bind(&it.text)
+                .push_bind(features)
+                .push_bind(it.created_at_ms);
+        });
+        q.push(REVIEW_UPSERT_TAIL);
+        n += q.build().persistent(run.len() == REVIEW_ROWS).execute(&mut *conn).await?.rows_affected();
+    }
     Ok(n)
 }
 

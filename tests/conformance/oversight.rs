@@ -210,3 +210,39 @@ pub async fn reports_mark_existing_items_and_name_the_candidates_without_one(sto
     assert_eq!(all.len(), 3, "reports add no item themselves");
     assert!(store.report_review_items(&[]).await.expect("nothing").is_empty());
 }
+
+pub async fn review_items_of_a_batch_commit_with_its_impressions_in_order(store: Arc<dyn Store>) {
+    store.add_review_items(&[item("r-0", "a", "u-0", ReviewReason::Uncertain, 500)]).await.expect("add");
+    let mut b =
+        batch(1_000, vec![impression("r-1", "u-1", &["a", "b"])], vec![vec![fb("r-1", "a", Outcome::Accepted)]]);
+    b.review = vec![
+        // The same candidate twice in one batch, uncertain then blocked: one item, blocked.
+        item("r-1", "a", "u-1", ReviewReason::Uncertain, 1_000),
+        item("r-1", "b", "u-1", ReviewReason::Uncertain, 1_000),
+        item("r-1", "a", "u-1", ReviewReason::Blocked, 1_000),
+        // An item stored before: upgraded, not queued twice.
+        item("r-0", "a", "u-0", ReviewReason::Reported, 1_000),
+    ];
+    // More than one statement's worth of items.
+    b.review.extend((0..600).map(|k| item("r-2", &format!("c{k}"), "u-2", ReviewReason::Blocked, 1_000 + k)));
+    commit(&store, b).await;
+    let all = store.list_review(&filter(1_000)).await.expect("list");
+    assert_eq!(all.len(), 603);
+    let reason = |r: &str, c: &str| all.iter().find(|i| i.request_id == r && i.candidate_id == c).map(|i| i.reason);
+    assert_eq!(reason("r-1", "a"), Some(ReviewReason::Blocked));
+    assert_eq!(reason("r-1", "b"), Some(ReviewReason::Uncertain));
+    assert_eq!(reason("r-0", "a"), Some(ReviewReason::Reported));
+    assert_eq!(reason("r-2", "c599"), Some(ReviewReason::Blocked));
+    let first = all.iter().find(|i| i.request_id == "r-1" && i.candidate_id == "a").expect("r-1/a");
+    assert_eq!(first.rules, ["python.eval", "python.sql.concat"]);
+    assert_eq!(first.text.as_deref(), Some("eval(x)"));
+    // The impression and the feedback of the batch landed with them.
+    assert!(store.impression("r-1").await.expect("impression").is_some());
+
+    // A batch of review items alone commits too, and an empty batch is a no-op.
+    let mut alone = batch(2_000, Vec::new(), Vec::new());
+    alone.review = vec![item("r-3", "a", "u-3", ReviewReason::Uncertain, 2_000)];
+    assert!(store.commit(&alone).await.expect("items alone").is_empty());
+    assert_eq!(store.list_review(&filter(1_000)).await.expect("list").len(), 604);
+    assert!(store.commit(&batch(3_000, Vec::new(), Vec::new())).await.expect("empty").is_empty());
+}
