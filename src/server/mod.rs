@@ -201,6 +201,27 @@ pub struct Application {
     review_task: tokio::task::JoinHandle<()>,
     compactor: tokio::task::JoinHandle<()>,
     sampler: tokio::task::JoinHandle<()>,
+    metrics_upkeep: tokio::task::JoinHandle<()>,
+}
+
+/// How often the recorder's histogram samples are folded into their buckets and summaries.
+const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Folds recorded histogram samples into their distributions on a timer. The recorder keeps
+/// every sample until then (it runs no upkeep of its own when installed with
+/// `install_recorder`), so without this a replica that nobody scrapes would grow by every
+/// sample of every request: about 50 bytes a rank call.
+async fn metrics_upkeep_loop(handle: PrometheusHandle) {
+    let mut tick = tokio::time::interval(METRICS_UPKEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let h = handle.clone();
+        // Draining takes a lock and touches every sample since the last upkeep: off the workers.
+        if tokio::task::spawn_blocking(move || h.run_upkeep()).await.is_err() {
+            tracing::warn!("metrics upkeep failed");
+        }
+    }
 }
 
 /// Compacts on a timer: impressions that got no feedback after `impression_ttl_days`
@@ -394,6 +415,7 @@ impl Application {
         }
         let compactor = tokio::spawn(compaction_loop(Arc::clone(&state)));
         let sampler = tokio::spawn(figures::sample_loop(Arc::clone(&state)));
+        let metrics_upkeep = tokio::spawn(metrics_upkeep_loop(state.metrics.clone()));
         Ok(Application {
             listener,
             addr,
@@ -404,6 +426,7 @@ impl Application {
             review_task,
             compactor,
             sampler,
+            metrics_upkeep,
         })
     }
 
@@ -433,6 +456,7 @@ impl Application {
         let served = axum::serve(self.listener, app.into_make_service()).with_graceful_shutdown(shutdown).await;
         self.compactor.abort();
         self.sampler.abort();
+        self.metrics_upkeep.abort();
         tracing::info!("draining: committing buffered impressions");
         self.state.writer.flush().await;
         let state = self.state;
