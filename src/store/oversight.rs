@@ -264,16 +264,47 @@ pub fn encode_features(f: &Features) -> Result<Vec<u8>, super::StoreError> {
 /// limits on bound parameters.
 pub const REVIEW_ROWS: usize = 256;
 
-/// The statement that queues review items, both backends: the column list, then `VALUES` rows
-/// of `(request_id, candidate_id, user_id, reason, 'pending', risk, rules, findings, text,
-/// features, created_at_ms)`, then [`REVIEW_UPSERT_TAIL`].
-pub const REVIEW_INSERT_HEAD: &str = "INSERT INTO review_items (request_id, candidate_id, user_id, reason, status, \
-                                      risk, rules, findings, text, features, created_at_ms) ";
-
-/// A candidate is queued once; an uncertain-band item still pending takes a stronger reason.
-pub const REVIEW_UPSERT_TAIL: &str = " ON CONFLICT (request_id, candidate_id) DO UPDATE SET reason = excluded.reason \
-                                      WHERE review_items.reason = 'uncertain' AND excluded.reason <> 'uncertain' \
-                                      AND review_items.status = 'pending'";
+/// The multi-row upsert that queues one run of [`review_runs`], in either backend's dialect
+/// (the placeholders are the backend's). A candidate is queued once; an uncertain-band item
+/// still pending takes a stronger reason.
+///
+/// # Errors
+/// A feature vector that does not encode.
+pub fn review_upsert<DB>(run: &[NewReviewItem]) -> Result<sqlx::QueryBuilder<DB>, super::StoreError>
+where
+    DB: sqlx::Database,
+    for<'t> &'t str: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Option<&'t str>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> String: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> Vec<u8>: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> f64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> i64: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    let features = run.iter().map(|it| encode_features(&it.features)).collect::<Result<Vec<_>, _>>()?;
+    let mut q = sqlx::QueryBuilder::<DB>::new(
+        "INSERT INTO review_items (request_id, candidate_id, user_id, reason, status, risk, rules, findings, text, \
+         features, created_at_ms) ",
+    );
+    q.push_values(run.iter().zip(features), |mut row, (it, features)| {
+        row.push_bind(it.request_id.as_str())
+            .push_bind(it.candidate_id.as_str())
+            .push_bind(it.user_id.as_str())
+            .push_bind(it.reason.name())
+            .push("'pending'")
+            .push_bind(it.risk)
+            .push_bind(rules_column(&it.rules))
+            .push_bind(it.findings_json.as_str())
+            .push_bind(it.text.as_deref())
+            .push_bind(features)
+            .push_bind(it.created_at_ms);
+    });
+    q.push(
+        " ON CONFLICT (request_id, candidate_id) DO UPDATE SET reason = excluded.reason \
+         WHERE review_items.reason = 'uncertain' AND excluded.reason <> 'uncertain' \
+         AND review_items.status = 'pending'",
+    );
+    Ok(q)
+}
 
 /// `items` cut into runs for multi-row upserts: at most [`REVIEW_ROWS`] each, and no candidate
 /// twice in a run. PostgreSQL refuses an upsert that touches a row twice; a new run per repeat

@@ -1,10 +1,7 @@
 //! The PostgreSQL side of the oversight tables (review queue, audit log): see
 //! [`super::super::oversight`]. A child module of `postgres`, so it shares its pools and locks.
 
-use super::super::oversight::{
-    DecidedRow, REVIEW_INSERT_HEAD, REVIEW_ROWS, REVIEW_UPSERT_TAIL, encode_features, review_runs, rules_column,
-    rules_from_column, verdict_event,
-};
+use super::super::oversight::{DecidedRow, REVIEW_ROWS, review_runs, review_upsert, rules_from_column, verdict_event};
 use super::super::{
     AuditEntry, Decision, NewAudit, NewReviewItem, ReviewFilter, ReviewItem, ReviewStatus, ReviewUpkeep, StoreError,
     VerdictIn,
@@ -12,7 +9,7 @@ use super::super::{
 use super::{PostgresStore, decode_body};
 use crate::events::Event;
 use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, Postgres, QueryBuilder, Row};
+use sqlx::{PgConnection, Postgres, Row};
 
 const ITEM_COLUMNS: &str = "id, request_id, candidate_id, user_id, reason, status, risk, rules, findings, text, \
                             created_at_ms, decided_at_ms, decided_by, note";
@@ -56,22 +53,7 @@ pub(super) async fn add_review_items(store: &PostgresStore, items: &[NewReviewIt
 pub(super) async fn insert_review_items(conn: &mut PgConnection, items: &[NewReviewItem]) -> Result<u64, StoreError> {
     let mut n = 0;
     for run in review_runs(items) {
-        let features = run.iter().map(|it| encode_features(&it.features)).collect::<Result<Vec<_>, _>>()?;
-        let mut q = QueryBuilder::<Postgres>::new(REVIEW_INSERT_HEAD);
-        q.push_values(run.iter().zip(features), |mut row, (it, features)| {
-            row.push_bind(&it.request_id)
-                .push_bind(&it.candidate_id)
-                .push_bind(&it.user_id)
-                .push_bind(it.reason.name())
-                .push("'pending'")
-                .push_bind(it.risk)
-                .push_bind(rules_column(&it.rules))
-                .push_bind(&it.findings_json)
-                .push_bind(&it.text)
-                .push_bind(features)
-                .push_bind(it.created_at_ms);
-        });
-        q.push(REVIEW_UPSERT_TAIL);
+        let mut q = review_upsert::<Postgres>(run)?;
         n += q.build().persistent(run.len() == REVIEW_ROWS).execute(&mut *conn).await?.rows_affected();
     }
     Ok(n)
