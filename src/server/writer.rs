@@ -2,18 +2,17 @@
 //!
 //! Rank handlers hand impressions (with the review items they raise) over without waiting;
 //! they are written at most `impression_flush_ms` later, together with whatever else is
-//! queued. Feedback handlers hand
-//! over a group and wait for its commit; every group queued while a commit is in flight goes
-//! into the next one (group commit), so many concurrent clients share each transaction.
-//! Because a batch writes its impressions before its feedback, feedback for an impression
-//! still in the buffer works. Review items ride in the same transaction as their impression:
-//! a separate transaction per handful of items cost the rank path a third of its throughput
-//! (BENCHMARKS.md).
+//! queued. Feedback handlers hand over a group and wait for its commit; every group queued
+//! while a commit is in flight goes into the next one (group commit), so many concurrent
+//! clients share each transaction. Because a batch writes its impressions before its
+//! feedback, feedback for an impression still in the buffer works. Review items ride in the
+//! same transaction as their impression: a separate transaction per handful of items cost the
+//! rank path a third of its throughput (BENCHMARKS.md).
 //!
 //! Crash window: an impression that is still buffered when the process dies (at most
 //! `impression_flush_ms` after its rank response, and only if no feedback for it arrived in
-//! between) is lost, with its review items; later feedback for it gets a clear 404. Acknowledged feedback is never
-//! lost: it is answered only after its commit.
+//! between) is lost, with its review items; later feedback for it gets a clear 404.
+//! Acknowledged feedback is never lost: it is answered only after its commit.
 
 use crate::events::{FeedbackIn, Impression};
 use crate::store::{GroupOutcome, NewReviewItem, Store, WriteBatch};
