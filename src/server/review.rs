@@ -23,32 +23,34 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
-/// Items waiting for the writer task at most; beyond, new ones are dropped (and counted).
+/// Reports waiting for the task at most; beyond, new ones are dropped (and counted).
 const QUEUE: usize = 4096;
-/// Items written per transaction at most.
+/// Reports handled per round at most.
 const BATCH: usize = 2048;
-/// How long the writer gathers items before it writes them.
+/// How long the task gathers reports before it handles them.
 const LINGER: std::time::Duration = std::time::Duration::from_millis(250);
 /// Longest reviewer note, in characters.
 const MAX_NOTE_CHARS: usize = 2000;
 
-/// What the sink is handed.
+/// What the sink is handed: a candidate a user reported insecure, resolved against its stored
+/// item or impression.
 #[derive(Debug)]
-pub enum ReviewCmd {
-    /// A candidate a user reported insecure: resolved against its stored impression.
-    Reported { request_id: String, candidate_id: String, at_ms: i64 },
+pub struct Report {
+    pub request_id: String,
+    pub candidate_id: String,
+    pub at_ms: i64,
 }
 
 /// A cheap handle to the queue's writer task.
 #[derive(Debug, Clone)]
 pub struct ReviewSink {
-    tx: mpsc::Sender<ReviewCmd>,
+    tx: mpsc::Sender<Report>,
 }
 
 impl ReviewSink {
     /// Hands an item over without waiting; drops it (counted) if the queue is full.
-    pub fn offer(&self, cmd: ReviewCmd) {
-        if self.tx.try_send(cmd).is_err() {
+    pub fn offer(&self, report: Report) {
+        if self.tx.try_send(report).is_err() {
             metrics::counter!("guardrank_review_items_dropped_total").increment(1);
         }
     }
@@ -60,7 +62,7 @@ pub fn spawn(store: Arc<dyn Store>, shared: Arc<Shared>) -> (ReviewSink, tokio::
     (ReviewSink { tx }, tokio::spawn(run(rx, store, shared)))
 }
 
-async fn run(mut rx: mpsc::Receiver<ReviewCmd>, store: Arc<dyn Store>, shared: Arc<Shared>) {
+async fn run(mut rx: mpsc::Receiver<Report>, store: Arc<dyn Store>, shared: Arc<Shared>) {
     while let Some(first) = rx.recv().await {
         // Gather for a while: each write is a transaction that competes with the group
         // commit of impressions and feedback for the store's write lock, and queued items are
@@ -76,7 +78,7 @@ async fn run(mut rx: mpsc::Receiver<ReviewCmd>, store: Arc<dyn Store>, shared: A
         let mut items = Vec::new();
         let mut reports: Vec<(String, String)> = Vec::with_capacity(cmds.len());
         let mut reported_at: Vec<i64> = Vec::with_capacity(cmds.len());
-        for ReviewCmd::Reported { request_id, candidate_id, at_ms } in cmds {
+        for Report { request_id, candidate_id, at_ms } in cmds {
             reports.push((request_id, candidate_id));
             reported_at.push(at_ms);
         }

@@ -6,7 +6,7 @@ use super::api::{
 };
 use super::error::{ApiError, ApiJson};
 use super::extract::Plugin;
-use super::review::ReviewCmd;
+use super::review::Report;
 use super::state::AppState;
 use crate::engine::{Assessment, assess, resolve_language};
 use crate::events::{CandidateRecord, Impression, Outcome};
@@ -285,7 +285,7 @@ pub async fn feedback(
             }
             let at_ms = super::now_ms();
             for (request_id, candidate_id) in reported {
-                state.review.offer(ReviewCmd::Reported { request_id, candidate_id, at_ms });
+                state.review.offer(Report { request_id, candidate_id, at_ms });
             }
             Ok(Json(FeedbackResponse { recorded, duplicates }))
         }

@@ -120,6 +120,13 @@ impl Pending {
     }
 }
 
+/// Drops the oldest elements beyond `max`; returns how many.
+fn drop_oldest<T>(v: &mut Vec<T>, max: usize) -> u64 {
+    let n = v.len().saturating_sub(max);
+    v.drain(..n);
+    n as u64
+}
+
 async fn run(
     mut rx: mpsc::Receiver<Cmd>,
     store: Arc<dyn Store>,
@@ -186,16 +193,10 @@ async fn run(
                 // Keep the impressions and review items for the next attempt, within a bound.
                 p.impressions = batch.impressions;
                 p.review = batch.review;
-                if p.impressions.len() > MAX_PENDING_IMPRESSIONS {
-                    let drop = p.impressions.len() - MAX_PENDING_IMPRESSIONS;
-                    p.impressions.drain(..drop);
-                    metrics::counter!("guardrank_impressions_dropped_total").increment(drop as u64);
-                }
-                if p.review.len() > MAX_PENDING_IMPRESSIONS {
-                    let drop = p.review.len() - MAX_PENDING_IMPRESSIONS;
-                    p.review.drain(..drop);
-                    metrics::counter!("guardrank_review_items_dropped_total").increment(drop as u64);
-                }
+                let dropped = drop_oldest(&mut p.impressions, MAX_PENDING_IMPRESSIONS);
+                metrics::counter!("guardrank_impressions_dropped_total").increment(dropped);
+                let dropped = drop_oldest(&mut p.review, MAX_PENDING_IMPRESSIONS);
+                metrics::counter!("guardrank_review_items_dropped_total").increment(dropped);
                 p.deadline = Some(Instant::now() + flush_every.max(Duration::from_millis(200)));
                 if !open {
                     tracing::error!(
@@ -203,9 +204,10 @@ async fn run(
                         review_items = p.review.len(),
                         "store failing at shutdown; buffered impressions lost"
                     );
-                    metrics::counter!("guardrank_review_items_dropped_total").increment(p.review.len() as u64);
-                    p.impressions.clear();
-                    p.review.clear();
+                    let dropped = drop_oldest(&mut p.impressions, 0);
+                    metrics::counter!("guardrank_impressions_dropped_total").increment(dropped);
+                    let dropped = drop_oldest(&mut p.review, 0);
+                    metrics::counter!("guardrank_review_items_dropped_total").increment(dropped);
                 }
             }
         }
