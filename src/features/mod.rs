@@ -17,6 +17,7 @@ pub mod hash;
 mod key;
 mod shapes;
 mod sparse;
+pub(crate) mod wire;
 
 use crate::lang::Language;
 use crate::lexer::{Lexed, STR_INTERP, Token, TokenKind};
@@ -32,7 +33,8 @@ pub const EXTRACTOR_VERSION: u32 = 2;
 pub const DEFAULT_BITS: u8 = 22;
 
 /// A sparse feature vector: sorted unique indices, their values, and the rule-prior offset.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+/// Serialized as the plain struct, or compactly in the store's blobs ([`wire`]).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Features {
     pub idx: Vec<u32>,
     pub val: Vec<f32>,

@@ -689,6 +689,28 @@ mod tests {
     }
 
     #[test]
+    fn blobs_of_the_first_format_still_decode_and_new_ones_are_compact() {
+        let mut imp = impression();
+        // A realistic size: a hundred coordinates per candidate, spread over 2^22.
+        for (k, c) in imp.candidates.iter_mut().enumerate() {
+            c.features.idx = (0..100u32).map(|i| i * 41_000 + 17 + k as u32).collect();
+            c.features.val = (0..100).map(|i| if i % 3 == 0 { 1.0 } else { 0.125 }).collect();
+        }
+        let body = EventBody::Impression(imp);
+        // What the codec wrote before the compact form: tag 1 and bincode's plain struct form
+        // (the form every serializer outside the codec still sees).
+        let mut legacy = vec![1u8];
+        legacy.extend(bincode::serde::encode_to_vec(&body, bincode::config::standard()).expect("encode"));
+        assert_eq!(codec::decode_event(&legacy).expect("a format-1 blob decodes"), body);
+        let now = codec::encode_event(&body).expect("encode");
+        assert_eq!(now[0], 2, "written in format 2");
+        assert_eq!(codec::decode_event(&now).expect("decodes"), body);
+        assert!(now.len() * 2 < legacy.len(), "format 2 is {} bytes, format 1 {}", now.len(), legacy.len());
+        assert!(codec::decode_event(&[3, 0]).unwrap_err().contains("unknown blob format tag 3"));
+        assert!(codec::decode_event(&[]).is_err());
+    }
+
+    #[test]
     fn borrowed_bodies_encode_as_the_events_they_stand_for() {
         let imp = impression();
         let owned = codec::encode_event(&EventBody::Impression(imp.clone())).expect("encode");
