@@ -22,6 +22,9 @@
 # SKIP_BUILD [0]; KEEP_DATA [0]: keep the data directory and the generated bodies;
 # PERF [unset]: phases to profile with `perf record` (for example "bd"): a flat profile of the
 # server during that phase, reported to target/loadtest/perf-<phase>.txt.
+# The server inherits the environment: MIMALLOC_ALLOW_THP=0 runs it without transparent huge
+# pages (about 100 MB less memory, about 10% less rank throughput; BENCHMARKS.md). The summary
+# names the kernel's THP mode, which moves the memory figure that much.
 # Needs: bash, curl, python3 >= 3.11; installs wrk (apt) and oha (cargo install) if missing.
 set -euo pipefail
 
@@ -435,10 +438,21 @@ fb_s = fb["duration_us"] / 1e6
 events_per_s = fb["recorded"] / fb_s
 rss_mb = int("$VMRSS_KB") / 1024
 hwm_mb = int("$VMHWM_KB") / 1024
+def thp_mode():
+    # The kernel's transparent huge page mode: with "madvise" (Debian's default) mimalloc asks
+    # for huge pages and the server's RSS is about 100 MB higher (BENCHMARKS.md).
+    try:
+        text = open("/sys/kernel/mm/transparent_hugepage/enabled").read()
+        return text[text.index("[") + 1:text.index("]")]
+    except Exception:
+        return "unknown"
+thp = thp_mode()
+allow_thp = os.environ.get("MIMALLOC_ALLOW_THP")
 res = {
     "when": subprocess.run(["date", "-u", "+%Y-%m-%dT%H:%M:%SZ"], capture_output=True, text=True).stdout.strip(),
     "machine": {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": round(mem_kb / 1048576, 1),
-                "kernel": platform.release()},
+                "kernel": platform.release(), "transparent_hugepage": thp,
+                "mimalloc_allow_thp": allow_thp},
     "git": {"commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))},
     "tools": {"wrk": "$WRK_VERSION", "oha": "$OHA_VERSION"},
     "settings": {
@@ -512,7 +526,8 @@ w = [max(len(r[i]) for r in rows + [("phase", "throughput", "p50", "p99", "targe
 def line(r):
     return "  ".join(c.ljust(w[i]) for i, c in enumerate(r)).rstrip()
 print()
-print(f"guardrank load test, {res['when']}, {cpu}, {os.cpu_count()} cores; DURATION={$DURATION_S}s per phase")
+thp_note = f"THP {thp}" + (f", MIMALLOC_ALLOW_THP={allow_thp}" if allow_thp is not None else "")
+print(f"guardrank load test, {res['when']}, {cpu}, {os.cpu_count()} cores, {thp_note}; DURATION={$DURATION_S}s per phase")
 print(f"rate limits raised to key {$RL_KEY_PER_S:,}/s (burst {$RL_KEY_BURST:,}), user {$RL_USER_PER_S:,}/s "
       f"(burst {$RL_USER_BURST:,}); durability: $DURABILITY_NAME")
 print()
