@@ -1,5 +1,5 @@
 //! Benchmarks of the detection core: extraction plus scoring of realistic candidates, the
-//! FTRL update, and model file write/load.
+//! FTRL update, model file write/load, and the store's blob codec.
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, black_box, criterion_group, criterion_main};
 use guardrank::corpus::{load_dir, parse_corpus_file};
@@ -261,5 +261,47 @@ fn prompt(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, assess, throughput, stages, rules_cold, ftrl, model_file, prompt);
+/// The store's blob codec on an impression of four ~300-byte candidates of the fixtures, the
+/// body the rank path writes for every request and the feedback path reads back.
+fn store_codec(c: &mut Criterion) {
+    use guardrank::events::{CandidateRecord, EventBody, Impression};
+    use guardrank::store::codec::{decode_event, encode_event};
+    let det = Detector::builtin().expect("built-in detector");
+    let candidates = FIXTURES
+        .iter()
+        .enumerate()
+        .map(|(i, (name, lang, text))| {
+            let a = det.assess(&sized(text, 300), Some(*lang));
+            CandidateRecord {
+                id: format!("c{i}-{name}"),
+                risk: a.risk as f32,
+                flagged: !a.findings.is_empty(),
+                rules: a.findings.iter().map(|f| f.rule_id.to_string()).collect(),
+                features: a.features,
+                text: None,
+            }
+        })
+        .collect();
+    let body = EventBody::Impression(Impression {
+        request_id: "r_0190a1b2c3d4e5f6".into(),
+        user_id: "user-1234".into(),
+        key_id: "k_plugin".into(),
+        model_version: "risk-3".into(),
+        language: Some("python".into()),
+        prompt_risk: 0.125,
+        candidates,
+    });
+    let bytes = encode_event(&body).expect("encodes");
+    let mut g = c.benchmark_group("store-codec");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function(format!("encode-impression-4-candidates-{}B", bytes.len()), |b| {
+        b.iter(|| black_box(encode_event(black_box(&body)).expect("encodes").len()))
+    });
+    g.bench_function(format!("decode-impression-4-candidates-{}B", bytes.len()), |b| {
+        b.iter(|| black_box(decode_event(black_box(&bytes)).expect("decodes")))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, assess, throughput, stages, rules_cold, ftrl, model_file, store_codec, prompt);
 criterion_main!(benches);
