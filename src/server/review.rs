@@ -112,18 +112,28 @@ async fn run(mut rx: mpsc::Receiver<Report>, store: Arc<dyn Store>, shared: Arc<
                 }
             }
         }
-        let reasons: Vec<&'static str> = items.iter().map(|i| i.reason.name()).collect();
         match store.add_review_items(&items).await {
-            Ok(_) => {
-                for r in reasons {
-                    metrics::counter!("guardrank_review_items_total", "reason" => r).increment(1);
-                }
-            }
+            Ok(_) => count_queued(&items),
             Err(e) => {
                 tracing::warn!(error = %e, items = items.len(), "review items not written");
                 metrics::counter!("guardrank_review_items_dropped_total").increment(items.len() as u64);
             }
         }
+    }
+}
+
+/// Counts items just committed to the queue in `guardrank_review_items_total`, by reason (the
+/// writer's commits and this task's both).
+pub(super) fn count_queued(items: &[NewReviewItem]) {
+    let mut by_reason: Vec<(&'static str, u64)> = Vec::new();
+    for item in items {
+        match by_reason.iter_mut().find(|(r, _)| *r == item.reason.name()) {
+            Some((_, n)) => *n += 1,
+            None => by_reason.push((item.reason.name(), 1)),
+        }
+    }
+    for (reason, n) in by_reason {
+        metrics::counter!("guardrank_review_items_total", "reason" => reason).increment(n);
     }
 }
 

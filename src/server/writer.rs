@@ -172,16 +172,7 @@ async fn run(
                 for (tx, o) in replies.into_iter().zip(outcomes) {
                     let _ = tx.send(Ok(o));
                 }
-                let mut by_reason: Vec<(&'static str, u64)> = Vec::new();
-                for item in &batch.review {
-                    match by_reason.iter_mut().find(|(r, _)| *r == item.reason.name()) {
-                        Some((_, n)) => *n += 1,
-                        None => by_reason.push((item.reason.name(), 1)),
-                    }
-                }
-                for (reason, n) in by_reason {
-                    metrics::counter!("guardrank_review_items_total", "reason" => reason).increment(n);
-                }
+                super::review::count_queued(&batch.review);
                 p.deadline = None;
                 committed.notify_one();
             }
