@@ -17,6 +17,7 @@ use aho_corasick::Anchored;
 use aho_corasick::automaton::Automaton;
 use aho_corasick::nfa::contiguous::NFA;
 use regex_syntax::hir::{Class, Hir, HirKind, Repetition};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A literal, folded: ASCII-lowercased, with the two non-ASCII letters that Unicode case
@@ -109,15 +110,14 @@ fn fold(bytes: &[u8]) -> Lit {
     out
 }
 
-/// Calls `f` with each byte of a text folded the way literals are ([`fold`]): ASCII letters
-/// lowercased, `ſ` and `K` as `s` and `k`. Folding changes positions, which no caller needs: a
+/// A text with `ſ` and `K` written as `s` and `k`, as [`fold`] writes literals (ASCII case is
+/// folded byte by byte during the scan). Folding changes positions, which no caller needs: a
 /// scan only asks which literals occur.
-fn fold_text(text: &str, mut f: impl FnMut(u8)) {
+fn fold_text(text: &str) -> Cow<'_, str> {
     if text.is_ascii() || !text.contains(['\u{17f}', '\u{212a}']) {
-        text.bytes().for_each(|b| f(b.to_ascii_lowercase()));
+        Cow::Borrowed(text)
     } else {
-        let folded = text.replace('\u{17f}', "s").replace('\u{212a}', "k");
-        folded.bytes().for_each(|b| f(b.to_ascii_lowercase()));
+        Cow::Owned(text.replace('\u{17f}', "s").replace('\u{212a}', "k"))
     }
 }
 
@@ -359,18 +359,18 @@ impl Literals {
         let mut seen = Seen { bits: vec![0; self.count.div_ceil(64)], all: true };
         let Some(nfa) = &self.ac else { return seen };
         let Ok(mut sid) = nfa.start_state(Anchored::No) else { return seen };
-        let bits = &mut seen.bits;
-        fold_text(text, |b| {
-            sid = nfa.next_state(Anchored::No, sid, b);
+        let text = fold_text(text);
+        for b in text.bytes() {
+            sid = nfa.next_state(Anchored::No, sid, b.to_ascii_lowercase());
             if nfa.is_special(sid) && nfa.is_match(sid) {
                 for i in 0..nfa.match_len(sid) {
                     let p = nfa.match_pattern(sid, i).as_usize();
-                    if let Some(w) = bits.get_mut(p / 64) {
+                    if let Some(w) = seen.bits.get_mut(p / 64) {
                         *w |= 1 << (p % 64);
                     }
                 }
             }
-        });
+        }
         seen.all = false;
         seen
     }
@@ -488,9 +488,11 @@ mod tests {
         assert_eq!(need(r"os\.system\("), [["os.system("]]);
         assert_eq!(need(r"(?i)\bselect\b"), [["select"]], "ſ (U+017F) is folded to s");
         assert_eq!(need(r"(?i)kEy|\u{212a}i"), [["key", "ki"]], "K (U+212A) is folded to k");
-        let mut folded = Vec::new();
-        fold_text("ſe\u{212a}ecT É", |b| folded.push(b));
-        assert_eq!(folded, "sekect É".as_bytes(), "É is left to the literal sets");
+        assert_eq!(
+            fold_text("ſe\u{212a}ecT É"),
+            "sekecT É",
+            "ASCII case is folded during the scan, É by the literal sets"
+        );
         assert_eq!(need(r#"\b[rb]?f""#), [["bf\"", "f\"", "rf\""]]);
         assert_eq!(need(r"-{1,2}insecure"), [["--insecure", "-insecure"]]);
     }
