@@ -354,7 +354,8 @@ impl Literals {
     /// The automaton is stepped byte by byte here rather than through the crate's overlapping
     /// iterator: code holds about one literal occurrence every six bytes (the corpus: 148,580
     /// in 929 KB), and the iterator pays for each one it reports. Over the corpus the iterator
-    /// ran at 55-59 MB/s, this loop at 75-97 MB/s. Only which literals occur is kept, not where.
+    /// ran at 50-76 MB/s, this loop at 75-97 MB/s (BENCHMARKS.md). Only which literals occur
+    /// is kept, not where.
     pub(crate) fn scan(&self, text: &str) -> Seen {
         let mut seen = Seen { bits: vec![0; self.count.div_ceil(64)], all: true };
         let Some(nfa) = &self.ac else { return seen };
