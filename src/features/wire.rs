@@ -86,6 +86,65 @@ impl<'de> Deserialize<'de> for Features {
     }
 }
 
+/// A feature vector as a store blob holds it, left undecoded: the compact bytes, or, from a blob
+/// of the plain layout, the vector itself. Serialized in the compact layout, packed bytes are
+/// written as they are, so copying a vector from one blob into another (an impression's into a
+/// feedback event) neither unpacks nor packs it. The bytes are what [`pack`] wrote, and [`pack`]
+/// writes one form for a vector, so the copy is the blob a decoded vector would give.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Stored {
+    Packed { bytes: Vec<u8>, offset: f32 },
+    Decoded(Features),
+}
+
+impl Stored {
+    /// Checks that the vector decodes, without building it.
+    ///
+    /// # Errors
+    /// Packed bytes that do not decode: what is wrong.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            Stored::Packed { bytes, .. } => walk(bytes, &mut ()),
+            Stored::Decoded(_) => Ok(()),
+        }
+    }
+
+    /// The vector.
+    ///
+    /// # Errors
+    /// Packed bytes that do not decode: what is wrong.
+    #[cfg(test)]
+    pub fn decode(&self) -> Result<Features, String> {
+        match self {
+            Stored::Packed { bytes, offset } => unpack(bytes, *offset),
+            Stored::Decoded(f) => Ok(f.clone()),
+        }
+    }
+}
+
+impl Serialize for Stored {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Stored::Packed { bytes, offset } if compact(s.is_human_readable()) => {
+                Packed { bytes: BytesRef(bytes), offset: *offset }.serialize(s)
+            }
+            Stored::Packed { bytes, offset } => unpack(bytes, *offset).map_err(serde::ser::Error::custom)?.serialize(s),
+            Stored::Decoded(f) => f.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Stored {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Stored, D::Error> {
+        if compact(d.is_human_readable()) {
+            let p = Packed::<ByteBuf>::deserialize(d)?;
+            Ok(Stored::Packed { bytes: p.bytes.0, offset: p.offset })
+        } else {
+            Features::deserialize(d).map(Stored::Decoded)
+        }
+    }
+}
+
 /// Bytes serialized as one byte string (serde serializes `&[u8]` as a sequence otherwise).
 struct BytesRef<'a>(&'a [u8]);
 
@@ -188,6 +247,42 @@ fn code_width(m: usize) -> usize {
 }
 
 fn unpack(bytes: &[u8], offset: f32) -> Result<Features, String> {
+    let mut f = Features { idx: Vec::new(), val: Vec::new(), offset };
+    walk(bytes, &mut f)?;
+    Ok(f)
+}
+
+/// What [`walk`] hands the coordinates of a vector to.
+trait Sink {
+    /// The number of coordinates, before any of them.
+    fn count(&mut self, n: usize);
+    fn index(&mut self, x: u32);
+    fn value(&mut self, v: f32);
+}
+
+impl Sink for Features {
+    fn count(&mut self, n: usize) {
+        self.idx.reserve_exact(n);
+        self.val.reserve_exact(n);
+    }
+    fn index(&mut self, x: u32) {
+        self.idx.push(x);
+    }
+    fn value(&mut self, v: f32) {
+        self.val.push(v);
+    }
+}
+
+/// Checks bytes without building the vector.
+impl Sink for () {
+    fn count(&mut self, _: usize) {}
+    fn index(&mut self, _: u32) {}
+    fn value(&mut self, _: f32) {}
+}
+
+/// Reads the compact bytes of a vector (see [`pack`]), handing its indices, then its values, to
+/// `sink`.
+fn walk(bytes: &[u8], sink: &mut impl Sink) -> Result<(), String> {
     let mut r = Reader { bytes, at: 0 };
     let n = usize::try_from(r.varint()?).map_err(|_| "coordinate count out of range".to_string())?;
     // Every coordinate takes at least one byte of gap: a count beyond the bytes is corrupt, and
@@ -195,42 +290,50 @@ fn unpack(bytes: &[u8], offset: f32) -> Result<Features, String> {
     if n > bytes.len() {
         return Err(format!("{n} coordinates in {} bytes", bytes.len()));
     }
-    let mut idx = Vec::with_capacity(n);
+    sink.count(n);
     let mut prev = 0u32;
     for i in 0..n {
         let gap = u32::try_from(r.varint()?).map_err(|_| "index gap out of range".to_string())?;
         let x = if i == 0 { gap } else { prev.wrapping_add(gap) };
-        idx.push(x);
+        sink.index(x);
         prev = x;
     }
     let m = usize::try_from(r.varint()?).map_err(|_| "value table out of range".to_string())?;
-    let val = if m == 0 {
-        (0..n).map(|_| r.f32()).collect::<Result<Vec<f32>, String>>()?
+    if m == 0 {
+        for _ in 0..n {
+            sink.value(r.f32()?);
+        }
     } else {
         if m > MAX_TABLE {
             return Err(format!("a value table of {m} entries"));
         }
-        let table = (0..m).map(|_| r.f32()).collect::<Result<Vec<f32>, String>>()?;
+        let mut table = [0f32; MAX_TABLE];
+        for t in &mut table[..m] {
+            *t = r.f32()?;
+        }
         let width = code_width(m);
         if let Some(per_byte) = 8usize.checked_div(width) {
             let mask: u8 = if width == 8 { 0xff } else { (1u8 << width) - 1 };
-            let mut val = Vec::with_capacity(n);
             for k in 0..n.div_ceil(per_byte) {
                 let b = r.byte()?;
                 for j in 0..per_byte.min(n - k * per_byte) {
                     let code = usize::from((b >> (j * width)) & mask);
-                    val.push(*table.get(code).ok_or_else(|| format!("value code {code} beyond a table of {m}"))?);
+                    if code >= m {
+                        return Err(format!("value code {code} beyond a table of {m}"));
+                    }
+                    sink.value(table[code]);
                 }
             }
-            val
         } else {
-            table.first().map_or_else(Vec::new, |v| vec![*v; n])
+            for _ in 0..n {
+                sink.value(table[0]);
+            }
         }
-    };
+    }
     if r.at != bytes.len() {
         return Err(format!("{} bytes left over", bytes.len() - r.at));
     }
-    Ok(Features { idx, val, offset })
+    Ok(())
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {

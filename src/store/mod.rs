@@ -11,7 +11,8 @@ pub mod oversight;
 pub mod postgres;
 pub mod sqlite;
 
-use crate::events::{CandidateRecord, Event, EventBody, FeedbackIn, Impression, ModelActivation, Outcome, Scope};
+use crate::events::{Event, EventBody, FeedbackIn, Impression, ModelActivation, Outcome, Scope};
+use crate::features::wire;
 use async_trait::async_trait;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -298,6 +299,12 @@ pub async fn open(url: &str, durability: Durability) -> Result<std::sync::Arc<dy
 /// 4. writes the [`Appends`] of [`CommitPlan::settle`] with multi-row statements, the events
 ///    in the order given (new impressions, then new feedback), so that seqs follow batch order.
 ///
+/// A backend may make the reads of steps 1 and 3 before its write transaction, if it knows that
+/// nothing they saw changed before the transaction began (SQLite does, see
+/// `SqliteStore::prefetch`): it then looks up every key of the batch ([`CommitPlan::batch_keys`])
+/// beside the impressions, and hands the stored ones to [`CommitPlan::mark_stored_keys`] after
+/// step 2.
+///
 /// The outcome is the one of checking and writing the batch event by event, in order, as
 /// [`WriteBatch`] and [`GroupOutcome`] state it: an impression whose request id is stored (or
 /// comes earlier in the batch) is skipped, and feedback joins the stored (or earlier) one; a
@@ -309,8 +316,8 @@ struct CommitPlan<'a> {
     batch: &'a WriteBatch,
     /// Every request id the batch names, once, and what is known of its impression.
     ids: HashMap<&'a str, Slot>,
-    /// The stored impressions the batch names.
-    decoded: Vec<Impression>,
+    /// The stored impressions the batch names, with their seqs.
+    decoded: Vec<(i64, StoredImpression)>,
     /// Indices into `batch.impressions` of the impressions new to the store, in batch order.
     fresh: Vec<usize>,
     /// The events of the valid groups, in batch order.
@@ -412,13 +419,49 @@ impl<'a> CommitPlan<'a> {
         self.ids.keys().copied().collect()
     }
 
+    /// The request ids the batch's feedback names and its impressions do not, each once: the
+    /// ones whose impression is most likely stored.
+    fn joined_ids(&self) -> Vec<&'a str> {
+        let own: HashSet<&str> = self.batch.impressions.iter().map(|i| i.request_id.as_str()).collect();
+        let mut ids: Vec<&'a str> = self
+            .batch
+            .feedback
+            .iter()
+            .flatten()
+            .map(|e| e.request_id.as_str())
+            .filter(|id| !own.contains(id))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// The request ids whose impression was not loaded (so far), each once.
+    fn missing_ids(&self) -> Vec<&'a str> {
+        self.ids.iter().filter(|(_, slot)| matches!(slot, Slot::Missing)).map(|(id, _)| *id).collect()
+    }
+
+    /// The idempotency key of every feedback event of the batch, each once: a superset of
+    /// [`CommitPlan::keys`], known before [`CommitPlan::validate`], so a backend may look them up
+    /// beside the impressions.
+    fn batch_keys(&self) -> Vec<Key<'a>> {
+        let keys: HashSet<Key<'a>> = self
+            .batch
+            .feedback
+            .iter()
+            .flatten()
+            .map(|e| (e.request_id.as_str(), e.candidate_id.as_str(), e.outcome))
+            .collect();
+        keys.into_iter().collect()
+    }
+
     /// Records (and decodes) the stored impression of a request id: its event's seq and body.
     fn load(&mut self, request_id: &str, seq: i64, body: &[u8]) {
         let Some(slot) = self.ids.get_mut(request_id) else {
             return;
         };
-        *slot = Slot::Stored(decode_stored_impression(seq, body, request_id).map(|imp| {
-            self.decoded.push(imp);
+        *slot = Slot::Stored(decode_served(seq, body, request_id).map(|imp| {
+            self.decoded.push((seq, imp));
             self.decoded.len() - 1
         }));
     }
@@ -445,9 +488,7 @@ impl<'a> CommitPlan<'a> {
                     rejected = Some(GroupOutcome::UnknownRequest { index, request_id: event.request_id.clone() });
                     break;
                 };
-                let Some(candidate) =
-                    self.impression(impression).candidates.iter().position(|c| c.id == event.candidate_id)
-                else {
+                let Some(candidate) = self.served(impression).position(&event.candidate_id) else {
                     rejected = Some(GroupOutcome::UnknownCandidate {
                         index,
                         request_id: event.request_id.clone(),
@@ -484,10 +525,10 @@ impl<'a> CommitPlan<'a> {
         }
     }
 
-    fn impression(&self, r: ImpressionRef) -> &Impression {
+    fn served(&self, r: ImpressionRef) -> Served<'_> {
         match r {
-            ImpressionRef::Batch(i) => &self.batch.impressions[i],
-            ImpressionRef::Decoded(i) => &self.decoded[i],
+            ImpressionRef::Batch(i) => Served::Fresh(&self.batch.impressions[i]),
+            ImpressionRef::Decoded(i) => Served::Stored(&self.decoded[i].1),
         }
     }
 
@@ -495,6 +536,14 @@ impl<'a> CommitPlan<'a> {
     /// its index in this slice.
     fn keys(&self) -> &[Key<'a>] {
         &self.keys
+    }
+
+    /// Records which keys of [`CommitPlan::keys`] the store has, given the stored ones among
+    /// (at least) them.
+    fn mark_stored_keys(&mut self, stored: &HashSet<Key<'a>>) {
+        for (key, is) in self.keys.iter().zip(&mut self.stored) {
+            *is = stored.contains(key);
+        }
     }
 
     /// Records that the store has key `index` of [`CommitPlan::keys`].
@@ -508,7 +557,8 @@ impl<'a> CommitPlan<'a> {
     /// this runs while the keys are being looked up, before they are known).
     ///
     /// # Errors
-    /// An event does not encode ([`StoreError::Invalid`]; not expected for these types).
+    /// A stored vector an event copies does not decode ([`StoreError::Corrupt`]), or an event
+    /// does not encode ([`StoreError::Invalid`]; not expected for these types).
     fn encode(&self) -> Result<Bodies, StoreError> {
         let batch = self.batch;
         let mut impressions = Vec::with_capacity(self.fresh.len());
@@ -517,8 +567,15 @@ impl<'a> CommitPlan<'a> {
         }
         let mut feedback = Vec::with_capacity(self.joined.len());
         for j in &self.joined {
-            let imp = self.impression(j.impression);
-            let body = FeedbackBody { event: j.event, impression: imp, candidate: &imp.candidates[j.candidate] };
+            // The stored vector is copied as it is: checked here, while the keys are looked up.
+            if let ImpressionRef::Decoded(i) = j.impression {
+                let (seq, imp) = &self.decoded[i];
+                imp.candidates[j.candidate]
+                    .features
+                    .check()
+                    .map_err(|e| StoreError::Corrupt(format!("event {seq} does not decode: {e}")))?;
+            }
+            let body = FeedbackBody { event: j.event, served: self.served(j.impression), candidate: j.candidate };
             feedback.push(encode_body("feedback", &body)?);
         }
         Ok(Bodies { impressions, feedback })
@@ -550,12 +607,11 @@ impl<'a> CommitPlan<'a> {
             }
             recorded[j.key] = true;
             *new += 1;
-            let imp = this.impression(j.impression);
             fb.bodies.push(body);
             fb.request_ids.push(j.event.request_id.as_str());
             fb.candidate_ids.push(j.event.candidate_id.as_str());
             fb.outcomes.push(j.event.outcome.name());
-            fb.user_ids.push(imp.user_id.as_str());
+            fb.user_ids.push(this.served(j.impression).user_id());
             if fed.insert(j.event.request_id.as_str()) {
                 out.fed.push(j.event.request_id.as_str());
             }
@@ -622,13 +678,14 @@ impl serde::Serialize for ImpressionBody<'_> {
 }
 
 /// Serialises as `EventBody::Feedback` of the [`crate::events::FeedbackEvent`] that joins
-/// `event` with what was served, without building it (no copy of the features). A unit test
-/// checks that both give the same bytes.
+/// `event` with candidate `candidate` of what was served, without building it (no copy of the
+/// features; a stored vector is copied in its packed bytes). A unit test checks that both give
+/// the same bytes.
 #[derive(Clone, Copy)]
 struct FeedbackBody<'a> {
     event: &'a FeedbackIn,
-    impression: &'a Impression,
-    candidate: &'a CandidateRecord,
+    served: Served<'a>,
+    candidate: usize,
 }
 
 impl serde::Serialize for FeedbackBody<'_> {
@@ -643,25 +700,125 @@ struct FeedbackFields<'a>(FeedbackBody<'a>);
 
 impl serde::Serialize for FeedbackFields<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeStruct;
-        let FeedbackBody { event, impression, candidate } = self.0;
-        let mut st = s.serialize_struct("FeedbackEvent", 8)?;
-        st.serialize_field("request_id", &event.request_id)?;
-        st.serialize_field("candidate_id", &event.candidate_id)?;
-        st.serialize_field("outcome", &event.outcome)?;
-        st.serialize_field("user_id", &Some(impression.user_id.as_str()))?;
-        st.serialize_field("risk", &candidate.risk)?;
-        st.serialize_field("flagged", &candidate.flagged)?;
-        st.serialize_field("features", &candidate.features)?;
-        st.serialize_field("model_version", &impression.model_version)?;
-        st.end()
+        let FeedbackBody { event, served, candidate } = self.0;
+        match served {
+            Served::Fresh(imp) => {
+                let c = &imp.candidates[candidate];
+                feedback_fields(s, event, served, c.risk, c.flagged, &c.features)
+            }
+            Served::Stored(imp) => {
+                let c = &imp.candidates[candidate];
+                feedback_fields(s, event, served, c.risk, c.flagged, &c.features)
+            }
+        }
+    }
+}
+
+fn feedback_fields<S: serde::Serializer>(
+    s: S,
+    event: &FeedbackIn,
+    served: Served<'_>,
+    risk: f32,
+    flagged: bool,
+    features: &impl serde::Serialize,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeStruct;
+    let mut st = s.serialize_struct("FeedbackEvent", 8)?;
+    st.serialize_field("request_id", &event.request_id)?;
+    st.serialize_field("candidate_id", &event.candidate_id)?;
+    st.serialize_field("outcome", &event.outcome)?;
+    st.serialize_field("user_id", &Some(served.user_id()))?;
+    st.serialize_field("risk", &risk)?;
+    st.serialize_field("flagged", &flagged)?;
+    st.serialize_field("features", features)?;
+    st.serialize_field("model_version", &served.model_version())?;
+    st.end()
+}
+
+/// The impression a feedback event joins, as a commit has it: new in the batch, or read back
+/// from the store.
+#[derive(Clone, Copy)]
+enum Served<'a> {
+    Fresh(&'a Impression),
+    Stored(&'a StoredImpression),
+}
+
+impl<'a> Served<'a> {
+    fn user_id(self) -> &'a str {
+        match self {
+            Served::Fresh(imp) => &imp.user_id,
+            Served::Stored(imp) => &imp.user_id,
+        }
+    }
+
+    fn model_version(self) -> &'a str {
+        match self {
+            Served::Fresh(imp) => &imp.model_version,
+            Served::Stored(imp) => &imp.model_version,
+        }
+    }
+
+    /// Where the candidate `id` is among the impression's.
+    fn position(self, id: &str) -> Option<usize> {
+        match self {
+            Served::Fresh(imp) => imp.candidates.iter().position(|c| c.id == id),
+            Served::Stored(imp) => imp.candidates.iter().position(|c| c.id == id),
+        }
+    }
+}
+
+/// What a commit reads of a stored impression: the fields of [`Impression`] in its order, so it
+/// decodes from the same blob, with each candidate's vector left as stored ([`wire::Stored`]).
+/// A feedback event copies one vector of its impression; unpacking all of them, only to pack one
+/// again, was the largest part of a commit's own CPU (issue 5). A unit test checks that this
+/// type and [`Impression`] read the same blobs.
+#[derive(serde::Deserialize)]
+struct StoredImpression {
+    _request_id: String,
+    user_id: String,
+    _key_id: String,
+    model_version: String,
+    _language: Option<String>,
+    _prompt_risk: f32,
+    candidates: Vec<StoredCandidate>,
+}
+
+/// A candidate of a [`StoredImpression`], [`crate::events::CandidateRecord`]'s fields in its
+/// order.
+#[derive(serde::Deserialize)]
+struct StoredCandidate {
+    id: String,
+    risk: f32,
+    flagged: bool,
+    features: wire::Stored,
+    _rules: Vec<String>,
+    _text: Option<String>,
+}
+
+/// [`EventBody`] as far as its first variant, the impression; any other event does not decode.
+#[derive(serde::Deserialize)]
+enum StoredEvent {
+    Impression(StoredImpression),
+}
+
+/// Decodes, for a commit, the body of the event indexed as the impression of `request_id`.
+///
+/// # Errors
+/// As [`decode_stored_impression`].
+fn decode_served(seq: i64, body: &[u8], request_id: &str) -> Result<StoredImpression, String> {
+    match codec::decode::<StoredEvent>(body) {
+        Ok(StoredEvent::Impression(imp)) => Ok(imp),
+        // The full decoder says what is wrong (another kind of event, say).
+        Err(e) => Err(decode_stored_impression(seq, body, request_id)
+            .err()
+            .unwrap_or_else(|| format!("event {seq} does not decode as an impression: {e}"))),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::events::FeedbackEvent;
+    use crate::events::{CandidateRecord, FeedbackEvent};
     use crate::features::Features;
 
     fn impression() -> Impression {
@@ -710,11 +867,31 @@ mod tests {
         assert!(codec::decode_event(&[]).is_err());
     }
 
+    /// `imp` as the codec writes it now (format 2), and in the first format.
+    fn blobs(imp: &Impression) -> [Vec<u8>; 2] {
+        let body = EventBody::Impression(imp.clone());
+        let mut legacy = vec![1u8];
+        legacy.extend(bincode::serde::encode_to_vec(&body, bincode::config::standard()).expect("encode"));
+        [codec::encode_event(&body).expect("encode"), legacy]
+    }
+
     #[test]
     fn borrowed_bodies_encode_as_the_events_they_stand_for() {
         let imp = impression();
-        let owned = codec::encode_event(&EventBody::Impression(imp.clone())).expect("encode");
+        let [owned, legacy] = blobs(&imp);
         assert_eq!(codec::encode(&ImpressionBody(&imp)).expect("encode"), owned);
+        // The stored impression as a commit reads it back, from either format.
+        let stored = [&owned, &legacy].map(|blob| decode_served(4, blob, &imp.request_id).expect("decodes"));
+        assert!(matches!(stored[0].candidates[1].features, wire::Stored::Packed { .. }));
+        assert!(matches!(stored[1].candidates[1].features, wire::Stored::Decoded(_)));
+        for s in &stored {
+            assert_eq!((s.user_id.as_str(), s.model_version.as_str()), ("u-7", "risk-2"));
+            let ids: Vec<&str> = s.candidates.iter().map(|c| c.id.as_str()).collect();
+            assert_eq!(ids, ["c-1", "c-2"]);
+            for (s, c) in s.candidates.iter().zip(&imp.candidates) {
+                assert_eq!(s.features.decode().expect("decodes"), c.features);
+            }
+        }
         for (outcome, candidate) in Outcome::ALL.into_iter().zip([0, 1, 1, 0]) {
             let cand = &imp.candidates[candidate];
             let event = FeedbackIn { request_id: imp.request_id.clone(), candidate_id: cand.id.clone(), outcome };
@@ -728,11 +905,50 @@ mod tests {
                 features: cand.features.clone(),
                 model_version: imp.model_version.clone(),
             });
-            let bytes =
-                codec::encode(&FeedbackBody { event: &event, impression: &imp, candidate: cand }).expect("encode");
-            assert_eq!(bytes, codec::encode_event(&joined).expect("encode"), "{outcome}");
-            assert_eq!(codec::decode_event(&bytes).expect("decode"), joined);
+            let expected = codec::encode_event(&joined).expect("encode");
+            for served in [Served::Fresh(&imp), Served::Stored(&stored[0]), Served::Stored(&stored[1])] {
+                let bytes = codec::encode(&FeedbackBody { event: &event, served, candidate }).expect("encode");
+                assert_eq!(bytes, expected, "{outcome}");
+            }
+            assert_eq!(codec::decode_event(&expected).expect("decode"), joined);
         }
+        // Any other event is refused, saying what it is.
+        let other = codec::encode_event(&EventBody::PolicyReset { user_id: "u-7".into() }).expect("encode");
+        let err = decode_served(5, &other, "r_01a2").err().expect("not an impression");
+        assert!(err.contains("is a policy_reset event"), "{err}");
+    }
+
+    #[test]
+    fn a_corrupt_stored_vector_fails_only_the_events_on_its_candidate() {
+        let imp = impression();
+        let [mut blob, _] = blobs(&imp);
+        // Candidate c-2's vector as the blob holds it (a length, the packed bytes, the offset);
+        // its coordinate count, the first packed byte, is made larger than the bytes.
+        let packed = codec::encode(&imp.candidates[1].features).expect("encode");
+        let at = blob.windows(packed.len() - 1).position(|w| w == &packed[1..]).expect("the vector is in the blob");
+        blob[at + 1] = 0x7f;
+        let on = |candidate: &str| WriteBatch {
+            at_ms: 1,
+            impressions: vec![],
+            feedback: vec![vec![FeedbackIn {
+                request_id: imp.request_id.clone(),
+                candidate_id: candidate.into(),
+                outcome: Outcome::Rejected,
+            }]],
+            review: Vec::new(),
+        };
+        let batch = on("c-1");
+        let mut plan = CommitPlan::new(&batch);
+        plan.load(&imp.request_id, 9, &blob);
+        plan.validate().expect("c-1's vector is sound");
+        let bodies = plan.encode().expect("encode");
+        assert_eq!(plan.settle(bodies).feedback.bodies.len(), 1);
+        let batch = on("c-2");
+        let mut plan = CommitPlan::new(&batch);
+        plan.load(&imp.request_id, 9, &blob);
+        plan.validate().expect("c-2 is a candidate of the impression");
+        let err = plan.encode().expect_err("c-2's vector does not decode");
+        assert!(matches!(&err, StoreError::Corrupt(m) if m.starts_with("event 9 does not decode")), "{err}");
     }
 
     #[test]

@@ -17,6 +17,15 @@
 //! next commit finds the WAL fully backfilled and starts it over instead of growing it. The
 //! write connection keeps an automatic checkpoint as a backstop, far above that size.
 //!
+//! A group commit reads before it writes: the stored impressions its feedback joins and which
+//! of its idempotency keys are stored. It makes those reads before it takes the write lock, on
+//! the read pool and side by side ([`SqliteStore::prefetch`]), so the one writer spends its
+//! time writing (issue 5: the reads were most of a commit). That is sound because commits run
+//! one at a time (`commit_lock`) and the only other writes that could change what the reads saw
+//! are deletions, which bump `deletions`: a commit that finds it moved reads again inside its
+//! transaction. Ids the reads did not find are looked up again inside it too, in case another
+//! process wrote the file.
+//!
 //! Bodies of events are [`codec`] blobs. Schema: `migrations/sqlite/`.
 
 use super::{
@@ -26,14 +35,19 @@ use super::{
 };
 use crate::events::{Event, EventBody, Impression, ModelActivation, Scope};
 use async_trait::async_trait;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::query_builder::Separated;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row, SqlSafeStr, Sqlite, SqliteConnection, Transaction};
+use std::collections::HashSet;
+use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{Mutex, MutexGuard, mpsc};
 
@@ -50,6 +64,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "models", include_str!("../../migrations/sqlite/0002_models.sql")),
     (3, "oversight", include_str!("../../migrations/sqlite/0003_oversight.sql")),
     (4, "anomaly_review", include_str!("../../migrations/sqlite/0004_anomaly_review.sql")),
+    (5, "feedback_writes", include_str!("../../migrations/sqlite/0005_feedback_writes.sql")),
 ];
 
 /// Connections for readers.
@@ -68,16 +83,32 @@ const ROW_BUFFER: usize = 4096;
 /// write lock for long and commits interleave with it.
 const COMPACT_CHUNK: i64 = 5_000;
 
-/// Compaction of impressions without feedback (`?1` cut, `?2` max seq, `?3` chunk). Their index
-/// rows go with them (ON DELETE CASCADE).
-const COMPACT_IMPRESSIONS: &str = "DELETE FROM events WHERE seq IN (SELECT seq FROM impressions \
-     WHERE has_feedback = 0 AND at_ms < ?1 AND seq <= ?2 LIMIT ?3)";
+/// One chunk of the impressions compaction has not examined yet (`?1` cut, `?2` max seq, `?3`
+/// chunk), each with whether it got feedback (has an idempotency key). A commit does not mark the
+/// impressions its feedback joins (migration 5): compaction marks or deletes each one it examines.
+const UNEXAMINED_IMPRESSIONS: &str = "SELECT i.seq, EXISTS (SELECT 1 FROM feedback_keys k \
+     WHERE k.request_id = i.request_id) FROM impressions i \
+     WHERE i.has_feedback = 0 AND i.at_ms < ?1 AND i.seq <= ?2 LIMIT ?3";
 
 /// Compaction of feedback (`?1` cut, `?2` max seq, `?3` chunk). Their idempotency keys go with
 /// them (ON DELETE CASCADE): a duplicate arriving after its original was compacted is recorded
 /// again, if its impression is still there.
 const COMPACT_FEEDBACK: &str = "DELETE FROM events WHERE seq IN (SELECT seq FROM events \
      WHERE kind = 'feedback' AND at_ms < ?1 AND seq <= ?2 LIMIT ?3)";
+
+/// A user's feedback events whose user id is still set (`?1` the user): through the user's
+/// impressions and the idempotency keys of their feedback. Every feedback event has a key, and
+/// its impression stays while the event has a user id (compaction keeps impressions with keys,
+/// erasure unsets the user id where it deletes the impression). `kind = 'impression'` is the
+/// condition of the user index, spelt as it is there, so the planner uses the index.
+const USER_FEEDBACK: &str = "SELECT e.seq, e.body FROM events ie \
+     JOIN impressions i ON i.seq = ie.seq \
+     JOIN feedback_keys k ON k.request_id = i.request_id \
+     JOIN events e ON e.seq = k.seq \
+     WHERE ie.kind = 'impression' AND ie.user_id = ?1 AND e.user_id IS NOT NULL";
+
+/// Deletes a user's impression events (`?1` the user); their index rows go with them.
+const USER_IMPRESSIONS_DELETE: &str = "DELETE FROM events WHERE kind = 'impression' AND user_id = ?1";
 
 /// WAL size, in pages, past which the checkpointer makes the next commit start the WAL over
 /// (64 MiB of 4 KiB pages: a few seconds of feedback at full speed).
@@ -93,6 +124,13 @@ pub struct SqliteStore {
     read: SqlitePool,
     write: SqlitePool,
     write_lock: Arc<Mutex<()>>,
+    /// Held by [`Store::commit`] from its first read to its end: commits run one at a time, so
+    /// what one reads before taking the write lock only a deletion can have changed.
+    commit_lock: Mutex<()>,
+    /// Bumped by every transaction that deletes impressions, feedback or keys (compaction,
+    /// erasure), after its commit and before it lets go of the write lock; a commit whose
+    /// reads were made under another value reads again.
+    deletions: AtomicU64,
     /// Wakes the [`checkpointer`] after a commit; dropping it stops the checkpointer.
     checkpoint: mpsc::Sender<()>,
 }
@@ -147,7 +185,14 @@ impl SqliteStore {
         let write_lock = Arc::new(Mutex::new(()));
         let (checkpoint, wake) = mpsc::channel(1);
         tokio::spawn(checkpointer(checkpoints, Arc::clone(&write_lock), wake));
-        Ok(SqliteStore { read, write, write_lock, checkpoint })
+        Ok(SqliteStore {
+            read,
+            write,
+            write_lock,
+            commit_lock: Mutex::new(()),
+            deletions: AtomicU64::new(0),
+            checkpoint,
+        })
     }
 
     /// Starts a write transaction: waits for the write lock, then `BEGIN IMMEDIATE`. Drop the
@@ -166,6 +211,41 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Examines the impressions older than `before_ms` (up to `max_seq`) that compaction has not
+    /// examined yet, one transaction per `chunk` of them: deletes those without feedback, marks
+    /// the others. Returns how many it deleted.
+    async fn compact_impressions(&self, before_ms: i64, max_seq: i64, chunk: i64) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let (_guard, mut tx) = self.begin_write().await?;
+            let rows: Vec<(i64, bool)> = sqlx::query_as(UNEXAMINED_IMPRESSIONS)
+                .bind(before_ms)
+                .bind(max_seq)
+                .bind(chunk)
+                .fetch_all(&mut *tx)
+                .await?;
+            let (fed, unfed): (Vec<_>, Vec<_>) = rows.iter().partition(|(_, fed)| *fed);
+            let unfed: Vec<i64> = unfed.into_iter().map(|&(seq, _)| seq).collect();
+            let fed: Vec<i64> = fed.into_iter().map(|&(seq, _)| seq).collect();
+            // The index rows of deleted impressions go with their events (ON DELETE CASCADE).
+            for seqs in unfed.chunks(MAX_PARAMS) {
+                in_list("DELETE FROM events WHERE seq IN ", seqs).build().execute(&mut *tx).await?;
+            }
+            for seqs in fed.chunks(MAX_PARAMS) {
+                in_list("UPDATE impressions SET has_feedback = 1 WHERE seq IN ", seqs)
+                    .build()
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            self.finish(tx).await?;
+            self.deletions.fetch_add(1, Ordering::Release);
+            total += unfed.len() as u64;
+            if (rows.len() as i64) < chunk {
+                return Ok(total);
+            }
+        }
+    }
+
     /// Runs `delete` (a `DELETE FROM events` of at most `?3` rows, filtered by `?1` and `?2`)
     /// in one transaction after another until it deletes fewer than `chunk`.
     async fn delete_chunked(&self, delete: &'static str, a: i64, b: i64, chunk: i64) -> Result<u64, StoreError> {
@@ -174,6 +254,7 @@ impl SqliteStore {
             let (_guard, mut tx) = self.begin_write().await?;
             let n = sqlx::query(delete).bind(a).bind(b).bind(chunk).execute(&mut *tx).await?.rows_affected();
             self.finish(tx).await?;
+            self.deletions.fetch_add(1, Ordering::Release);
             total += n;
             if n < chunk.unsigned_abs() {
                 return Ok(total);
@@ -262,22 +343,16 @@ const LOAD_IDS: usize = 1_024;
 /// connection; the rest of a batch takes one more, prepared for the occasion.
 const INSERT_ROWS: usize = 1_000;
 
-/// Runs the queries of a [`CommitPlan`] and writes its [`Appends`] inside the caller's
-/// transaction: for `n` new events that is `2 + 4 * ceil(n / INSERT_ROWS)` statements at most
-/// (plus one per 30,000 request ids or 7,500 keys looked up), however many groups there are.
-async fn commit_plan(
+/// Loads the stored impressions of `ids` into `plan` (on `conn`, the write transaction), each
+/// chunk decoded while the database reads the next.
+async fn load_impressions(
     conn: &mut SqliteConnection,
     plan: &mut CommitPlan<'_>,
-    at_ms: i64,
-) -> Result<Vec<GroupOutcome>, StoreError> {
-    // Each chunk of impressions is decoded while the database reads the next.
+    ids: &[&str],
+) -> Result<(), StoreError> {
     let mut loaded = Vec::new();
-    for ids in plan.lookup_ids().chunks(LOAD_IDS) {
-        let mut q = in_list(
-            "SELECT i.request_id, e.seq, e.body FROM impressions i JOIN events e ON e.seq = i.seq \
-             WHERE i.request_id IN ",
-            ids,
-        );
+    for ids in ids.chunks(LOAD_IDS) {
+        let mut q = in_list(SELECT_IMPRESSIONS, ids);
         let previous = std::mem::take(&mut loaded);
         let (rows, decoded) = tokio::join!(
             biased;
@@ -287,14 +362,73 @@ async fn commit_plan(
         decoded?;
         loaded = rows?;
     }
-    load_rows(plan, loaded)?;
-    plan.validate()?;
-    // The events are encoded while the database looks up their keys.
-    let (hits, bodies) = tokio::join!(biased; stored_keys(conn, plan.keys()), async { cpu_bound(|| plan.encode()) });
-    for index in hits? {
-        plan.mark_stored(index);
+    load_rows(plan, loaded)
+}
+
+/// The stored impressions of a list of request ids: `(request_id, seq, body)`.
+const SELECT_IMPRESSIONS: &str =
+    "SELECT i.request_id, e.seq, e.body FROM impressions i JOIN events e ON e.seq = i.seq WHERE i.request_id IN ";
+
+/// What one read of [`SqliteStore::prefetch`] gives.
+enum Read<'k> {
+    Impressions(Vec<SqliteRow>),
+    Keys(HashSet<Key<'k>>),
+}
+
+type ReadFuture<'f, 'k> = Pin<Box<dyn Future<Output = Result<Read<'k>, StoreError>> + Send + 'f>>;
+
+impl SqliteStore {
+    /// The reads of a commit, made before it takes the write lock, on the read pool and beside
+    /// each other (a commit spent most of its time in the write lock reading): the stored
+    /// impressions the batch's feedback joins, handed to `plan` as they arrive, and which of
+    /// `keys` are stored, which it returns. The batch's own impressions are not read here: they
+    /// are new, as a rule, and whether they are is asked inside the transaction anyway.
+    async fn prefetch<'k>(&self, plan: &mut CommitPlan<'k>, keys: &[Key<'k>]) -> Result<HashSet<Key<'k>>, StoreError> {
+        let ids = plan.joined_ids();
+        // One read per connection: the keys, and the ids in equal parts.
+        let parts = (READ_CONNECTIONS as usize).saturating_sub(1).max(1);
+        let per = ids.len().div_ceil(parts).clamp(1, LOAD_IDS);
+        let mut reads: FuturesUnordered<ReadFuture<'_, 'k>> = FuturesUnordered::new();
+        if !keys.is_empty() {
+            reads.push(Box::pin(async {
+                let mut conn = self.read.acquire().await?;
+                Ok(Read::Keys(stored_keys(&mut conn, keys).await?))
+            }));
+        }
+        for ids in ids.chunks(per) {
+            reads.push(Box::pin(async move {
+                let mut conn = self.read.acquire().await?;
+                Ok(Read::Impressions(
+                    in_list(SELECT_IMPRESSIONS, ids).build().persistent(false).fetch_all(&mut *conn).await?,
+                ))
+            }));
+        }
+        let mut stored = HashSet::new();
+        while let Some(read) = reads.next().await {
+            match read? {
+                Read::Impressions(rows) => load_rows(plan, rows)?,
+                Read::Keys(keys) => stored = keys,
+            }
+        }
+        Ok(stored)
     }
-    let Appends { impressions: imps, feedback: fb, fed, outcomes } = plan.settle(bodies?);
+}
+
+/// Checks a [`CommitPlan`], whose impressions are loaded, given its stored keys, and writes its
+/// [`Appends`] inside the caller's transaction: for `n` new events that is
+/// `2 + 4 * ceil(n / INSERT_ROWS)` statements at most, however many groups there are.
+async fn commit_plan<'k>(
+    conn: &mut SqliteConnection,
+    plan: &mut CommitPlan<'k>,
+    stored: &HashSet<Key<'k>>,
+    at_ms: i64,
+) -> Result<Vec<GroupOutcome>, StoreError> {
+    plan.validate()?;
+    plan.mark_stored_keys(stored);
+    let bodies = cpu_bound(|| plan.encode());
+    // The impressions `fed` names are not marked here: compaction finds their feedback through
+    // the keys (see UNEXAMINED_IMPRESSIONS).
+    let Appends { impressions: imps, feedback: fb, fed: _, outcomes } = plan.settle(bodies?);
 
     let seqs = insert_events(conn, at_ms, "impression", imps.user_ids.iter().zip(imps.bodies)).await?;
     let rows = imps.request_ids.iter().zip(&imps.user_ids).zip(seqs);
@@ -310,10 +444,6 @@ async fn commit_plan(
         row.push_bind(*request_id).push_bind(*candidate_id).push_bind(*outcome).push_bind(seq);
     })
     .await?;
-    for ids in fed.chunks(MAX_PARAMS) {
-        let mut q = in_list("UPDATE impressions SET has_feedback = 1 WHERE has_feedback = 0 AND request_id IN ", ids);
-        q.build().persistent(false).execute(&mut *conn).await?;
-    }
     Ok(outcomes)
 }
 
@@ -325,28 +455,31 @@ fn load_rows(plan: &mut CommitPlan<'_>, rows: Vec<SqliteRow>) -> Result<(), Stor
     Ok(())
 }
 
-/// The indices of the stored ones among `keys`.
-async fn stored_keys(conn: &mut SqliteConnection, keys: &[Key<'_>]) -> Result<Vec<i64>, StoreError> {
-    let mut hits = Vec::new();
-    for (c, keys) in keys.chunks(MAX_PARAMS / 4).enumerate() {
+/// The stored ones among `keys`.
+async fn stored_keys<'k>(conn: &mut SqliteConnection, keys: &[Key<'k>]) -> Result<HashSet<Key<'k>>, StoreError> {
+    let mut hits = HashSet::new();
+    for chunk in keys.chunks(MAX_PARAMS / 4) {
         // A join probes the primary key; `(request_id, candidate_id, outcome) IN (VALUES ..)`
-        // would scan the table.
+        // would scan the table. Column 1 is the key's index in `chunk`.
         let mut q = QueryBuilder::<Sqlite>::new("SELECT v.column1 FROM (");
-        let first = c * (MAX_PARAMS / 4);
-        q.push_values(keys.iter().zip(first..), |mut row, (&(request_id, candidate_id, outcome), index)| {
-            row.push_bind(index as i64).push_bind(request_id).push_bind(candidate_id).push_bind(outcome.name());
+        q.push_values(chunk.iter().zip(0i64..), |mut row, (&(request_id, candidate_id, outcome), index)| {
+            row.push_bind(index).push_bind(request_id).push_bind(candidate_id).push_bind(outcome.name());
         });
         q.push(
             ") AS v JOIN feedback_keys k \
              ON k.request_id = v.column2 AND k.candidate_id = v.column3 AND k.outcome = v.column4",
         );
-        hits.extend(q.build_query_scalar::<i64>().persistent(false).fetch_all(&mut *conn).await?);
+        let found = q.build_query_scalar::<i64>().persistent(false).fetch_all(&mut *conn).await?;
+        hits.extend(found.into_iter().filter_map(|i| usize::try_from(i).ok().and_then(|i| chunk.get(i)).copied()));
     }
     Ok(hits)
 }
 
 /// `head (?, ?, ...)` with one parameter per id.
-fn in_list(head: &str, ids: &[&str]) -> QueryBuilder<Sqlite> {
+fn in_list<'t, T>(head: &str, ids: &[T]) -> QueryBuilder<Sqlite>
+where
+    T: Copy + sqlx::Encode<'t, Sqlite> + sqlx::Type<Sqlite>,
+{
     let mut q = QueryBuilder::new(head);
     q.push("(");
     let mut list = q.separated(", ");
@@ -432,9 +565,24 @@ impl Store for SqliteStore {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
+        let _commit = self.commit_lock.lock().await;
         let mut plan = CommitPlan::new(batch);
+        let keys = plan.batch_keys();
+        let epoch = self.deletions.load(Ordering::Acquire);
+        let mut stored = self.prefetch(&mut plan, &keys).await?;
         let (_guard, mut tx) = self.begin_write().await?;
-        let outcomes = commit_plan(&mut tx, &mut plan, batch.at_ms).await?;
+        if self.deletions.load(Ordering::Acquire) == epoch {
+            // Nothing was deleted since the reads. Only ids they did not find are looked up
+            // again: no commit ran meanwhile, but another process may have written the file.
+            let missing = plan.missing_ids();
+            load_impressions(&mut tx, &mut plan, &missing).await?;
+        } else {
+            plan = CommitPlan::new(batch);
+            let ids = plan.lookup_ids();
+            load_impressions(&mut tx, &mut plan, &ids).await?;
+            stored = stored_keys(&mut tx, &keys).await?;
+        }
+        let outcomes = commit_plan(&mut tx, &mut plan, &stored, batch.at_ms).await?;
         oversight::insert_review_items(&mut tx, &batch.review).await?;
         self.finish(tx).await?;
         Ok(outcomes)
@@ -521,8 +669,7 @@ impl Store for SqliteStore {
         feedback_before_ms: Option<i64>,
         max_seq: i64,
     ) -> Result<Compacted, StoreError> {
-        let impressions =
-            self.delete_chunked(COMPACT_IMPRESSIONS, impressions_before_ms, max_seq, COMPACT_CHUNK).await?;
+        let impressions = self.compact_impressions(impressions_before_ms, max_seq, COMPACT_CHUNK).await?;
         let feedback = match feedback_before_ms {
             Some(before) => self.delete_chunked(COMPACT_FEEDBACK, before, max_seq, COMPACT_CHUNK).await?,
             None => 0,
@@ -532,16 +679,10 @@ impl Store for SqliteStore {
 
     async fn erase_user(&self, user_id: &str, at_ms: i64) -> Result<(i64, u64, u64), StoreError> {
         let (_guard, mut tx) = self.begin_write().await?;
-        let impressions = sqlx::query("DELETE FROM events WHERE kind = 'impression' AND user_id = ?1")
-            .bind(user_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        let rows: Vec<(i64, Vec<u8>)> =
-            sqlx::query_as("SELECT seq, body FROM events WHERE kind = 'feedback' AND user_id = ?1")
-                .bind(user_id)
-                .fetch_all(&mut *tx)
-                .await?;
+        // Feedback is found through the user's impressions (only those are indexed by user,
+        // migration 5), so before they are deleted.
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(USER_FEEDBACK).bind(user_id).fetch_all(&mut *tx).await?;
+        let impressions = sqlx::query(USER_IMPRESSIONS_DELETE).bind(user_id).execute(&mut *tx).await?.rows_affected();
         let mut feedback = 0;
         for (seq, bytes) in rows {
             let EventBody::Feedback(mut ev) = decode_body(seq, &bytes)? else {
@@ -560,6 +701,7 @@ impl Store for SqliteStore {
         sqlx::query("DELETE FROM review_items WHERE user_id = ?1").bind(user_id).execute(&mut *tx).await?;
         let tombstone = insert_event(&mut tx, at_ms, &EventBody::UserErased { user_id: user_id.to_owned() }).await?;
         self.finish(tx).await?;
+        self.deletions.fetch_add(1, Ordering::Release);
         Ok((tombstone, impressions, feedback))
     }
 
@@ -839,6 +981,113 @@ mod tests {
         let violations: Vec<(String, Option<i64>, String, i64)> =
             sqlx::query_as("PRAGMA foreign_key_check").fetch_all(&store.read).await.expect("fk check");
         assert!(violations.is_empty(), "{violations:?}");
+    }
+
+    #[tokio::test]
+    async fn compaction_marks_impressions_with_feedback_and_erasure_still_finds_their_feedback() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("g.db"), Durability::Process).await.expect("open");
+        let impressions = (0..7).map(|i| impression(&format!("r{i}"), if i < 5 { "u1" } else { "u2" })).collect();
+        // r0, r3 and r6 get feedback; r3's comes in a later commit.
+        let batch =
+            WriteBatch { at_ms: 10, impressions, feedback: vec![accepted("r0"), accepted("r6")], review: vec![] };
+        store.commit(&batch).await.expect("commit");
+        let later = WriteBatch { at_ms: 20, impressions: vec![], feedback: vec![accepted("r3")], review: vec![] };
+        store.commit(&later).await.expect("commit");
+        let unexamined = "SELECT COUNT(*) FROM impressions WHERE has_feedback = 0";
+        assert_eq!(count(&store, unexamined).await, 7, "a commit does not mark impressions");
+
+        // Chunks of 2: every impression is examined once, the ones without feedback deleted.
+        let max = store.last_seq().await.expect("last seq");
+        assert_eq!(store.compact_impressions(100, max, 2).await.expect("compact"), 4);
+        assert_eq!(count(&store, unexamined).await, 0);
+        let kept: Vec<String> = sqlx::query_scalar("SELECT request_id FROM impressions ORDER BY request_id")
+            .fetch_all(&store.read)
+            .await
+            .expect("kept");
+        assert_eq!(kept, ["r0", "r3", "r6"]);
+        assert_eq!(store.compact(100, None, max).await.expect("again").impressions, 0);
+
+        // Erasure unlinks u1's feedback (r0 and r3), not u2's, and deletes u1's impressions.
+        let (_, impressions, feedback) = store.erase_user("u1", 30).await.expect("erase");
+        assert_eq!((impressions, feedback), (2, 2));
+        let linked = "SELECT COUNT(*) FROM events WHERE kind = 'feedback' AND user_id IS NOT NULL";
+        assert_eq!(count(&store, linked).await, 1);
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM events WHERE kind = 'feedback'").await, 3);
+        assert_eq!(store.erase_user("u1", 40).await.expect("again").2, 0);
+    }
+
+    #[tokio::test]
+    async fn erasure_and_compaction_search_indices_instead_of_scanning_tables() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("g.db"), Durability::Process).await.expect("open");
+        for (sql, binds) in [(USER_FEEDBACK, 1), (USER_IMPRESSIONS_DELETE, 1), (UNEXAMINED_IMPRESSIONS, 3)] {
+            let explain = format!("EXPLAIN QUERY PLAN {sql}");
+            let mut q = sqlx::query_as::<_, (i64, i64, i64, String)>(sqlx::AssertSqlSafe(explain));
+            for _ in 0..binds {
+                q = q.bind(1i64);
+            }
+            let plan: Vec<String> =
+                q.fetch_all(&store.read).await.expect("plan").into_iter().map(|(.., detail)| detail).collect();
+            assert!(plan.iter().all(|step| !step.starts_with("SCAN")), "{sql}: {plan:?}");
+            assert!(plan.iter().any(|step| step.starts_with("SEARCH")), "{sql}: {plan:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn keys_beyond_one_lookup_query_are_all_found() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("g.db"), Durability::Process).await.expect("open");
+        // 2,000 impressions x 4 outcomes: 8,000 keys, more than one query's 7,500.
+        let impressions: Vec<Impression> = (0..2_000).map(|i| impression(&format!("r{i}"), "u")).collect();
+        let group = |i: usize| -> Vec<FeedbackIn> {
+            let request_id = format!("r{i}");
+            Outcome::ALL
+                .into_iter()
+                .map(|outcome| FeedbackIn { request_id: request_id.clone(), candidate_id: "c".into(), outcome })
+                .collect()
+        };
+        let feedback: Vec<_> = (0..2_000).map(group).collect();
+        let batch = WriteBatch { at_ms: 10, impressions, feedback: feedback.clone(), review: vec![] };
+        let first = store.commit(&batch).await.expect("commit");
+        assert!(first.iter().all(|o| *o == GroupOutcome::Recorded { recorded: 4, duplicates: 0 }));
+        let again = WriteBatch { at_ms: 20, impressions: vec![], feedback, review: vec![] };
+        let second = store.commit(&again).await.expect("commit");
+        assert_eq!(second.len(), 2_000);
+        assert!(second.iter().all(|o| *o == GroupOutcome::Recorded { recorded: 0, duplicates: 4 }), "{second:?}");
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM feedback_keys").await, 8_000);
+    }
+
+    #[tokio::test]
+    async fn a_commit_reads_again_when_a_deletion_lands_between_its_reads_and_its_writes() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Arc::new(SqliteStore::open(&dir.path().join("g.db"), Durability::Process).await.expect("open"));
+        let batch =
+            WriteBatch { at_ms: 10, impressions: vec![impression("r1", "u")], feedback: vec![], review: vec![] };
+        store.commit(&batch).await.expect("commit");
+
+        // The write lock is held here, so the commit below reads (and finds r1), then waits.
+        let guard = store.write_lock.lock().await;
+        let committing = tokio::spawn({
+            let store = Arc::clone(&store);
+            async move {
+                let batch =
+                    WriteBatch { at_ms: 20, impressions: vec![], feedback: vec![accepted("r1")], review: vec![] };
+                store.commit(&batch).await
+            }
+        });
+        while store.commit_lock.try_lock().is_ok() {
+            tokio::task::yield_now().await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Meanwhile a deletion (as compaction makes them) removes r1.
+        sqlx::query("DELETE FROM events WHERE kind = 'impression'").execute(&store.write).await.expect("delete");
+        store.deletions.fetch_add(1, Ordering::Release);
+        drop(guard);
+
+        let outcomes = committing.await.expect("join").expect("commit");
+        assert_eq!(outcomes, vec![GroupOutcome::UnknownRequest { index: 0, request_id: "r1".into() }]);
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM events WHERE kind = 'feedback'").await, 0);
     }
 
     #[tokio::test]
