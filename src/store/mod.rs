@@ -553,8 +553,8 @@ impl<'a> CommitPlan<'a> {
         }
     }
 
-    /// The encoded events of the new impressions and of the valid groups (duplicates too:
-    /// this runs while the keys are being looked up, before they are known).
+    /// The encoded events of the new impressions and of the valid groups (duplicates too: a
+    /// backend may run this while it looks up the keys, before they are known).
     ///
     /// # Errors
     /// A stored vector an event copies does not decode ([`StoreError::Corrupt`]), or an event
@@ -567,7 +567,7 @@ impl<'a> CommitPlan<'a> {
         }
         let mut feedback = Vec::with_capacity(self.joined.len());
         for j in &self.joined {
-            // The stored vector is copied as it is: checked here, while the keys are looked up.
+            // A stored vector is copied as it is stored, undecoded, so it is checked here.
             if let ImpressionRef::Decoded(i) = j.impression {
                 let (seq, imp) = &self.decoded[i];
                 imp.candidates[j.candidate]
