@@ -432,12 +432,17 @@ mod tests {
     #[test]
     fn corrupt_bytes_are_refused_without_a_panic_or_a_huge_allocation() {
         let good = pack(&v(&[3, 70_000, 4_000_000], &[1.0, 0.5, 1.5], 0.0));
+        // `Stored::check` walks the bytes without building the vector: it refuses the same.
+        let check = |bytes: &[u8]| Stored::Packed { bytes: bytes.to_vec(), offset: 0.0 }.check();
+        check(&good).expect("sound bytes pass");
         for cut in 0..good.len() {
             assert!(unpack(&good[..cut], 0.0).is_err(), "cut at {cut}");
+            assert!(check(&good[..cut]).is_err(), "cut at {cut}");
         }
         let mut long = good.clone();
         long.push(0);
         assert!(unpack(&long, 0.0).is_err(), "trailing byte");
+        assert!(check(&long).is_err(), "trailing byte");
         // A count of 2^40 coordinates in a few bytes.
         let mut huge = Vec::new();
         put_varint(&mut huge, 1 << 40);
@@ -452,6 +457,7 @@ mod tests {
         }
         bad.push(3);
         assert!(unpack(&bad, 0.0).unwrap_err().contains("beyond a table"));
+        assert!(check(&bad).unwrap_err().contains("beyond a table"));
     }
 
     proptest! {
