@@ -441,31 +441,32 @@ impl Prefilter {
         let mut mark = |e: u32| marked[e as usize / 64] |= 1 << (e % 64);
         self.always.iter().for_each(|e| mark(*e));
         let literals = self.starts.len().saturating_sub(1);
-        for (w, word) in seen.bits.iter().enumerate() {
-            let mut bits = *word;
-            while bits != 0 {
-                let l = w * 64 + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                if l >= literals {
-                    break;
-                }
-                let range = self.starts[l] as usize..self.starts[l + 1] as usize;
-                self.by_literal[range].iter().for_each(|e| mark(*e));
-            }
+        for l in set_bits(&seen.bits).take_while(|l| *l < literals) {
+            let range = self.starts[l] as usize..self.starts[l + 1] as usize;
+            self.by_literal[range].iter().for_each(|e| mark(*e));
         }
-        for (w, word) in marked.iter().enumerate() {
-            let mut bits = *word;
-            while bits != 0 {
-                let e = w * 64 + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                if let Some((rule, pattern, cond)) = self.entries.get(e)
-                    && seen.holds(cond)
-                {
-                    f(*rule, *pattern);
-                }
+        for e in set_bits(&marked) {
+            if let Some((rule, pattern, cond)) = self.entries.get(e)
+                && seen.holds(cond)
+            {
+                f(*rule, *pattern);
             }
         }
     }
+}
+
+/// The positions of the set bits of a bit set, in ascending order.
+fn set_bits(words: &[u64]) -> impl Iterator<Item = usize> + '_ {
+    words.iter().enumerate().flat_map(|(w, word)| {
+        let mut bits = *word;
+        std::iter::from_fn(move || {
+            (bits != 0).then(|| {
+                let i = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                i
+            })
+        })
+    })
 }
 
 #[cfg(test)]

@@ -422,6 +422,10 @@ impl<'a> CommitPlan<'a> {
     /// The request ids the batch's feedback names and its impressions do not, each once: the
     /// ones whose impression is most likely stored.
     fn joined_ids(&self) -> Vec<&'a str> {
+        // A batch of the rank path only: nothing to build.
+        if self.batch.feedback.is_empty() {
+            return Vec::new();
+        }
         let own: HashSet<&str> = self.batch.impressions.iter().map(|i| i.request_id.as_str()).collect();
         let mut ids: Vec<&'a str> = self
             .batch
