@@ -196,6 +196,28 @@ wrk_result() {
     fi
 }
 
+# cpu_mark NAME: the server's CPU time so far (user + system, clock ticks) by thread kind, into
+# cpu_NAME.json. Two marks around a phase give its CPU per request: on this shared, noisy
+# machine a steadier figure than throughput, which moves with the neighbours (BENCHMARKS.md).
+cpu_mark() {
+    python3 - "$SERVER_PID" >"$WORK/cpu_$1.json" <<'PY'
+import json, os, sys
+kinds = {"tokio-rt-worker": "async", "guardrank-learn": "learner"}
+ticks = {"async": 0, "sqlite": 0, "learner": 0, "other": 0}
+base = f"/proc/{sys.argv[1]}/task"
+for tid in os.listdir(base):
+    try:
+        stat = open(f"{base}/{tid}/stat").read()
+    except OSError:
+        continue  # a thread that ended meanwhile; its time is in no later mark either
+    comm = stat[stat.index("(") + 1:stat.rindex(")")]
+    fields = stat[stat.rindex(")") + 2:].split()
+    kind = "sqlite" if comm.startswith("sqlx-sqlite") else kinds.get(comm, "other")
+    ticks[kind] += int(fields[11]) + int(fields[12])  # utime, stime
+print(json.dumps({"ticks": ticks, "hz": os.sysconf("SC_CLK_TCK")}))
+PY
+}
+
 jget() { # FILE KEY...: a value of a JSON file
     python3 -c $'import json, sys\nv = json.load(open(sys.argv[1]))\nfor k in sys.argv[2:]:\n    v = v[k]\nprint(v)' "$@"
 }
@@ -308,7 +330,9 @@ cat "$WORK/rank_pool.json" >&2
 EVENTS_PER_IMPRESSION=$(jget "$WORK/rank_pool.json" feedback_events_per_impression)
 
 log "a. GET /healthz: wrk -t$THREADS -c$CONNECTIONS -d$DURATION"
+cpu_mark healthz_start
 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s "$LUA/healthz.lua" "$BASE/healthz" >"$WORK/healthz.txt" 2>&1
+cpu_mark healthz_end
 wrk_result "$WORK/healthz.txt" "$WORK/healthz.json" healthz
 HEALTHZ_RPS=$(jget "$WORK/healthz.json" rps)
 echo "healthz: $HEALTHZ_RPS req/s" >&2
@@ -323,7 +347,9 @@ log "b. POST /v1/rank at saturation: warm-up $WARMUP, then wrk -t$THREADS -c$CON
 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" -H "$AUTH" -s "$LUA/rank.lua" "$BASE/v1/rank" -- "$WORK/rank_bodies.jsonl" >"$WORK/rank_warmup.txt" 2>&1
 wrk_result "$WORK/rank_warmup.txt" "$WORK/rank_warmup.json" "rank warm-up"
 perf_start b "$(seconds "$DURATION")"
+cpu_mark rank_start
 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -H "$AUTH" -s "$LUA/rank.lua" "$BASE/v1/rank" -- "$WORK/rank_bodies.jsonl" >"$WORK/rank.txt" 2>&1
+cpu_mark rank_end
 perf_report b
 wrk_result "$WORK/rank.txt" "$WORK/rank.json" rank
 RANK_RPS=$(jget "$WORK/rank.json" rps)
@@ -333,9 +359,11 @@ RATE=${OPEN_LOOP_RATE:-$(python3 -c "import sys; print(max(1, int(float(sys.argv
 log "c. POST /v1/rank open-loop: oha -q $RATE -c $OPEN_LOOP_CONNECTIONS -z $DURATION --latency-correction"
 # -Z sends the same pool of bodies as (b), a line each; --latency-correction measures from the
 # time each request was due, so a stall shows in the percentiles (no coordinated omission).
+cpu_mark open_loop_start
 oha -z "$DURATION" -w -q "$RATE" -c "$OPEN_LOOP_CONNECTIONS" --latency-correction --no-tui --output-format json \
     -m POST -H "$AUTH" -T application/json -Z "$WORK/rank_bodies.jsonl" "$BASE/v1/rank" >"$WORK/open_loop.json" \
     2>"$WORK/open_loop.err" || die "oha failed: $(tail -n 5 "$WORK/open_loop.err")"
+cpu_mark open_loop_end
 python3 - "$WORK/open_loop.json" <<'PY' || die "open-loop run had failures (see $WORK/open_loop.json)"
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -375,7 +403,9 @@ sleep 0.2 # the pre-pass's last impressions reach the store (impression_flush_ms
 metrics >"$WORK/metrics_before.txt"
 log "d. POST /v1/feedback: wrk -t$THREADS -c$CONNECTIONS -d$DURATION"
 perf_start d "$(seconds "$DURATION")"
+cpu_mark feedback_start
 feedback_run main "$DURATION"
+cpu_mark feedback_end
 perf_report d
 metrics >"$WORK/metrics_after.txt"
 LAG_AT_END=$(metric_sum "$WORK/metrics_after.txt" guardrank_learner_lag_events)
@@ -500,6 +530,20 @@ res = {
                "users_seen": pool["users"], "data_dir_mb": round($DB_BYTES / 1048576, 1)},
     "server": {"non_2xx_on_v1": $NON_2XX_SERVER, "impressions_dropped": $IMPRESSIONS_DROPPED},
 }
+def cpu(phase, n):
+    # The server's CPU per request (per event for feedback) in a phase, in microseconds, by
+    # thread kind: async workers (HTTP, JSON, scoring), SQLite's connection threads, the learner.
+    a, b = load(f"cpu_{phase}_start.json"), load(f"cpu_{phase}_end.json")
+    us = {k: (b["ticks"][k] - a["ticks"][k]) / b["hz"] * 1e6 / max(n, 1) for k in b["ticks"]}
+    us["total"] = sum(us.values())
+    return {k: round(v, 1) for k, v in us.items()}
+ol_requests = sum(ol.get("statusCodeDistribution", {}).values())
+res["server_cpu_us"] = {
+    "healthz_per_request": cpu("healthz", h["requests"]),
+    "rank_per_request": cpu("rank", rk["requests"]),
+    "open_loop_per_request": cpu("open_loop", ol_requests),
+    "feedback_per_event": cpu("feedback", fb["recorded"]),
+}
 res["targets"] = {
     "rank_rps_at_least_half_healthz": res["rank_saturation"]["rps"] >= res["healthz"]["rps"] / 2,
     "open_loop_p99_at_most_2ms": res["rank_open_loop"]["p99_ms"] <= 2.0,
@@ -553,5 +597,14 @@ print(f"feedback: {f['recorded']:,} events recorded in {f['measured_s']} s ({f['
       + ("; POOL EXHAUSTED before the end (rate measured over the shorter window)" if f["pool_exhausted"] else ""))
 print(f"rank bodies: {pool['bodies']} bodies, {pool['body_bytes_mean']} B mean, {pool['candidates_per_body']} candidates, "
       f"{pool['insecure_candidate_share']:.0%} insecure; server non-2xx on /v1: {res['server']['non_2xx_on_v1']}")
+c = res["server_cpu_us"]
+def cpu_line(name, v):
+    return (f"  {name}: {v['total']:,.1f} us (async workers {v['async']:,.1f}, SQLite {v['sqlite']:,.1f}, "
+            f"learner {v['learner']:,.1f}, other {v['other']:,.1f})")
+print("server CPU time (user + system, all threads), steadier than throughput on a shared machine:")
+print(cpu_line("a. per /healthz request", c["healthz_per_request"]))
+print(cpu_line("b. per rank request at saturation", c["rank_per_request"]))
+print(cpu_line("c. per rank request, open loop", c["open_loop_per_request"]))
+print(cpu_line("d. per feedback event", c["feedback_per_event"]))
 print(f"results: {out}")
 PY
