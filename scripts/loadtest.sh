@@ -196,7 +196,9 @@ wrk_result() {
     fi
 }
 
-# cpu_mark NAME: the server's CPU time so far (user + system, clock ticks) by thread kind, into
+# cpu_mark NAME: the server's CPU time so far (user + system, clock ticks) by thread kind, and
+# its bytes through read and write calls (/proc/PID/io rchar and wchar: files, and the socket
+# writes of its answers; sockets are read with recvfrom, which is not counted), into
 # cpu_NAME.json. Two marks around a phase give its CPU per request: on this shared, noisy
 # machine a steadier figure than throughput, which moves with the neighbours (BENCHMARKS.md).
 cpu_mark() {
@@ -214,7 +216,8 @@ for tid in os.listdir(base):
     fields = stat[stat.rindex(")") + 2:].split()
     kind = "sqlite" if comm.startswith("sqlx-sqlite") else kinds.get(comm, "other")
     ticks[kind] += int(fields[11]) + int(fields[12])  # utime, stime
-print(json.dumps({"ticks": ticks, "hz": os.sysconf("SC_CLK_TCK")}))
+io = dict(line.split(": ") for line in open(f"/proc/{sys.argv[1]}/io").read().splitlines())
+print(json.dumps({"ticks": ticks, "hz": os.sysconf("SC_CLK_TCK"), "wchar": int(io["wchar"]), "rchar": int(io["rchar"])}))
 PY
 }
 
@@ -536,7 +539,10 @@ def cpu(phase, n):
     a, b = load(f"cpu_{phase}_start.json"), load(f"cpu_{phase}_end.json")
     us = {k: (b["ticks"][k] - a["ticks"][k]) / b["hz"] * 1e6 / max(n, 1) for k in b["ticks"]}
     us["total"] = sum(us.values())
-    return {k: round(v, 1) for k, v in us.items()}
+    out = {k: round(v, 1) for k, v in us.items()}
+    out["written_bytes"] = round((b["wchar"] - a["wchar"]) / max(n, 1))
+    out["read_bytes"] = round((b["rchar"] - a["rchar"]) / max(n, 1))
+    return out
 ol_requests = sum(ol.get("statusCodeDistribution", {}).values())
 res["server_cpu_us"] = {
     "healthz_per_request": cpu("healthz", h["requests"]),
@@ -600,8 +606,10 @@ print(f"rank bodies: {pool['bodies']} bodies, {pool['body_bytes_mean']} B mean, 
 c = res["server_cpu_us"]
 def cpu_line(name, v):
     return (f"  {name}: {v['total']:,.1f} us (async workers {v['async']:,.1f}, SQLite {v['sqlite']:,.1f}, "
-            f"learner {v['learner']:,.1f}, other {v['other']:,.1f})")
-print("server CPU time (user + system, all threads), steadier than throughput on a shared machine:")
+            f"learner {v['learner']:,.1f}, other {v['other']:,.1f}); "
+            f"{v['written_bytes']:,} B written, {v['read_bytes']:,} B read")
+print("server CPU time (user + system, all threads), steadier than throughput on a shared machine, and bytes")
+print("through write and read calls (written: answers, WAL, checkpoints; read: files only, WAL and database):")
 print(cpu_line("a. per /healthz request", c["healthz_per_request"]))
 print(cpu_line("b. per rank request at saturation", c["rank_per_request"]))
 print(cpu_line("c. per rank request, open loop", c["open_loop_per_request"]))
