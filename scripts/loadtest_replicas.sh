@@ -132,6 +132,19 @@ args_for() { # NAME REPLICA: the Lua script's arguments
     esac
 }
 
+# The loops below that watch wrk use bash builtins only: they share the two cores with the
+# replicas, and spawning find and wc ten times a second costs the servers measurably
+# (BENCHMARKS.md, "Feedback commits").
+exec {NAP_FD}<> <(:) # a descriptor that never has input: `read -t` on it waits like sleep
+nap() { # SECONDS
+    read -r -t "$1" -u "$NAP_FD" _ || true
+}
+count_done() { # GLOB (under $WORK): sets DONE_N to the number of files it matches
+    local files=("$WORK"/$1)
+    [[ -e ${files[0]} ]] || files=()
+    DONE_N=${#files[@]}
+}
+
 log "r. POST /v1/rank: warm-up $WARMUP, then $REPLICAS x wrk -t1 -c$PER -d$DURATION"
 wrk_all rank_warmup "$WARMUP" rank.lua /v1/rank
 wrk_all rank "$DURATION" rank.lua /v1/rank
@@ -140,9 +153,9 @@ log "f. pre-pass: $IMPRESSIONS impressions ranked across the replicas"
 wrk_all prepass 600s prepass.lua /v1/rank &
 PRE=$!
 for _ in $(seq 1 6000); do
-    n=$(find "$WORK" -maxdepth 1 -name 'impressions_r*.0.done' | wc -l)
-    ((n >= REPLICAS)) && break
-    sleep 0.1
+    count_done 'impressions_r*.0.done'
+    ((DONE_N >= REPLICAS)) && break
+    nap 0.1
 done
 pkill -INT -P "$PRE" wrk 2>/dev/null || true
 wait "$PRE" || die "pre-pass failed"
@@ -157,9 +170,9 @@ wrk_all feedback "$DURATION" feedback.lua /v1/feedback &
 FB=$!
 for _ in $(seq 1 "$((10 * ${DURATION%s} + 600))"); do
     kill -0 "$FB" 2>/dev/null || break
-    n=$(find "$WORK" -maxdepth 1 -name 'feedback_r*.0.done' | wc -l)
-    if ((n >= REPLICAS)); then pkill -INT -P "$FB" wrk 2>/dev/null || true; break; fi
-    sleep 0.1
+    count_done 'feedback_r*.0.done'
+    if ((DONE_N >= REPLICAS)); then pkill -INT -P "$FB" wrk 2>/dev/null || true; break; fi
+    nap 0.1
 done
 wait "$FB" || die "feedback phase failed"
 
