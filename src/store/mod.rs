@@ -365,8 +365,6 @@ struct Joined<'a> {
 struct Appends<'p> {
     impressions: NewImpressions<'p>,
     feedback: NewFeedback<'p>,
-    /// The distinct request ids of `feedback`: their impressions now have feedback.
-    fed: Vec<&'p str>,
     /// One per group, in order.
     outcomes: Vec<GroupOutcome>,
 }
@@ -601,7 +599,6 @@ impl<'a> CommitPlan<'a> {
         imps.bodies = bodies.impressions;
         let mut counts = vec![(0u32, 0u32); batch.feedback.len()];
         let mut recorded = vec![false; this.keys.len()];
-        let mut fed = HashSet::new();
         let fb = &mut out.feedback;
         for (j, body) in this.joined.iter().zip(bodies.feedback) {
             let (new, duplicates) = &mut counts[j.group];
@@ -616,9 +613,6 @@ impl<'a> CommitPlan<'a> {
             fb.candidate_ids.push(j.event.candidate_id.as_str());
             fb.outcomes.push(j.event.outcome.name());
             fb.user_ids.push(this.served(j.impression).user_id());
-            if fed.insert(j.event.request_id.as_str()) {
-                out.fed.push(j.event.request_id.as_str());
-            }
         }
         out.outcomes = rejected
             .into_iter()

@@ -91,6 +91,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "models", include_str!("../../migrations/postgres/0002_models.sql")),
     (3, "oversight", include_str!("../../migrations/postgres/0003_oversight.sql")),
     (4, "anomaly_review", include_str!("../../migrations/postgres/0004_anomaly_review.sql")),
+    (5, "feedback_writes", include_str!("../../migrations/postgres/0005_feedback_writes.sql")),
 ];
 
 /// Connections per store (per replica). Log transactions use at most one at a time (they queue
@@ -106,10 +107,21 @@ const COMPACT_CHUNK: i64 = 5_000;
 /// every replica for long. Far above any pause of a healthy log transaction.
 const IDLE_IN_TRANSACTION_TIMEOUT: &str = "60s";
 
-/// Compaction of impressions without feedback (`$1` cut, `$2` max seq, `$3` chunk). Their index
-/// rows go with them (ON DELETE CASCADE).
-const COMPACT_IMPRESSIONS: &str = "DELETE FROM events WHERE seq IN (SELECT seq FROM impressions \
-     WHERE NOT has_feedback AND at_ms < $1 AND seq <= $2 LIMIT $3)";
+/// One chunk of the impressions compaction has not examined yet (`$1` cut, `$2` max seq, `$3`
+/// chunk), each with whether it got feedback (has an idempotency key). A commit does not mark the
+/// impressions its feedback joins (migration 5): compaction marks or deletes each one it examines.
+const UNEXAMINED_IMPRESSIONS: &str = "SELECT i.seq, EXISTS (SELECT 1 FROM feedback_keys k \
+     WHERE k.request_id = i.request_id) FROM impressions i \
+     WHERE NOT i.has_feedback AND i.at_ms < $1 AND i.seq <= $2 LIMIT $3";
+
+/// A user's feedback events whose user id is still set (`$1` the user): through the user's
+/// impressions and the idempotency keys of their feedback, as in SQLite (`USER_FEEDBACK` there).
+/// `kind = 'impression'` is the condition of the user index, spelt as it is there.
+const USER_FEEDBACK: &str = "SELECT e.seq, e.body FROM events ie \
+     JOIN impressions i ON i.seq = ie.seq \
+     JOIN feedback_keys k ON k.request_id = i.request_id \
+     JOIN events e ON e.seq = k.seq \
+     WHERE ie.kind = 'impression' AND ie.user_id = $1 AND e.user_id IS NOT NULL ORDER BY e.seq";
 
 /// Compaction of feedback (`$1` cut, `$2` max seq, `$3` chunk). Their idempotency keys go with
 /// them (ON DELETE CASCADE): a duplicate arriving after its original was compacted is recorded
@@ -236,6 +248,36 @@ impl PostgresStore {
 
     /// Runs `delete` (a `DELETE FROM events` of at most `$3` rows, filtered by `$1` and `$2`)
     /// in one log transaction after another until it deletes fewer than `chunk`.
+    /// Compaction of impressions older than `before_ms` (and at most `max_seq`) that it has not
+    /// examined yet, one log transaction per `chunk` of them: deletes those without feedback,
+    /// marks the others. Returns how many it deleted.
+    async fn compact_impressions(&self, before_ms: i64, max_seq: i64, chunk: i64) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let mut log = self.begin_log().await?;
+            let rows: Vec<(i64, bool)> = sqlx::query_as(UNEXAMINED_IMPRESSIONS)
+                .bind(before_ms)
+                .bind(max_seq)
+                .bind(chunk)
+                .fetch_all(log.conn())
+                .await?;
+            let (fed, unfed): (Vec<_>, Vec<_>) = rows.iter().partition(|(_, fed)| *fed);
+            let unfed: Vec<i64> = unfed.into_iter().map(|&(seq, _)| seq).collect();
+            let fed: Vec<i64> = fed.into_iter().map(|&(seq, _)| seq).collect();
+            // The index rows of deleted impressions go with their events (ON DELETE CASCADE).
+            sqlx::query("DELETE FROM events WHERE seq = ANY($1::BIGINT[])").bind(&unfed).execute(log.conn()).await?;
+            sqlx::query("UPDATE impressions SET has_feedback = TRUE WHERE seq = ANY($1::BIGINT[])")
+                .bind(&fed)
+                .execute(log.conn())
+                .await?;
+            log.commit().await?;
+            total += unfed.len() as u64;
+            if (rows.len() as i64) < chunk {
+                return Ok(total);
+            }
+        }
+    }
+
     async fn delete_chunked(&self, delete: &'static str, a: i64, b: i64, chunk: i64) -> Result<u64, StoreError> {
         let mut total = 0;
         loop {
@@ -417,7 +459,7 @@ async fn commit_plan(
     for index in hits? {
         plan.mark_stored(index);
     }
-    let Appends { impressions: imps, feedback: fb, fed, outcomes } = plan.settle(bodies?);
+    let Appends { impressions: imps, feedback: fb, outcomes } = plan.settle(bodies?);
 
     let seqs = log.insert_events(at_ms, "impression", &imps.user_ids, imps.bodies).await?;
     if !seqs.is_empty() {
@@ -444,12 +486,8 @@ async fn commit_plan(
         .bind(&seqs)
         .execute(log.conn())
         .await?;
-        sqlx::query(
-            "UPDATE impressions SET has_feedback = TRUE WHERE request_id = ANY($1::TEXT[]) AND NOT has_feedback",
-        )
-        .bind(&fed)
-        .execute(log.conn())
-        .await?;
+        // The impressions the feedback joins are not marked here: compaction finds their
+        // feedback through the keys (see UNEXAMINED_IMPRESSIONS).
     }
     Ok(outcomes)
 }
@@ -577,8 +615,7 @@ impl Store for PostgresStore {
         feedback_before_ms: Option<i64>,
         max_seq: i64,
     ) -> Result<Compacted, StoreError> {
-        let impressions =
-            self.delete_chunked(COMPACT_IMPRESSIONS, impressions_before_ms, max_seq, COMPACT_CHUNK).await?;
+        let impressions = self.compact_impressions(impressions_before_ms, max_seq, COMPACT_CHUNK).await?;
         let feedback = match feedback_before_ms {
             Some(before) => self.delete_chunked(COMPACT_FEEDBACK, before, max_seq, COMPACT_CHUNK).await?,
             None => 0,
@@ -588,16 +625,14 @@ impl Store for PostgresStore {
 
     async fn erase_user(&self, user_id: &str, at_ms: i64) -> Result<(i64, u64, u64), StoreError> {
         let mut log = self.begin_log().await?;
+        // Feedback is found through the user's impressions (only those are indexed by user,
+        // migration 5), so before they are deleted.
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(USER_FEEDBACK).bind(user_id).fetch_all(log.conn()).await?;
         let impressions = sqlx::query("DELETE FROM events WHERE kind = 'impression' AND user_id = $1")
             .bind(user_id)
             .execute(log.conn())
             .await?
             .rows_affected();
-        let rows: Vec<(i64, Vec<u8>)> =
-            sqlx::query_as("SELECT seq, body FROM events WHERE kind = 'feedback' AND user_id = $1 ORDER BY seq")
-                .bind(user_id)
-                .fetch_all(log.conn())
-                .await?;
         let mut feedback = 0;
         for (seq, bytes) in rows {
             let EventBody::Feedback(mut ev) = decode_body(seq, &bytes)? else {
@@ -979,14 +1014,50 @@ mod tests {
             review: Vec::new(),
         };
         store.commit(&batch).await.expect("commit");
-        assert_eq!(count(&store, "SELECT COUNT(*) FROM impressions WHERE has_feedback").await, 2);
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM impressions WHERE has_feedback").await, 0);
         store.compact(100, Some(100), 1_000).await.expect("compact");
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM impressions WHERE has_feedback").await, 2);
         store.erase_user("u1", 20).await.expect("erase");
         assert_eq!(count(&store, "SELECT COUNT(*) FROM impressions").await, 1);
         assert_eq!(count(&store, "SELECT COUNT(*) FROM events WHERE kind = 'impression'").await, 1);
         assert_eq!(count(&store, "SELECT COUNT(*) FROM feedback_keys").await, 0);
         // The head stays at the tombstone, the highest number handed out.
         assert_eq!(count(&store, "SELECT last_seq FROM log_head").await, 6);
+        drop_schema(store, &schema).await;
+    }
+
+    #[tokio::test]
+    async fn compaction_marks_impressions_with_feedback_and_erasure_still_finds_their_feedback() {
+        let Some((url, schema)) = scratch().await else { return };
+        let store = PostgresStore::open(&url, Durability::Process).await.expect("open");
+        let impressions = (0..7).map(|i| impression(&format!("r{i}"), if i < 5 { "u1" } else { "u2" })).collect();
+        // r0, r3 and r6 get feedback; r3's comes in a later commit.
+        let batch =
+            WriteBatch { at_ms: 10, impressions, feedback: vec![accepted("r0"), accepted("r6")], review: vec![] };
+        store.commit(&batch).await.expect("commit");
+        let later = WriteBatch { at_ms: 20, impressions: vec![], feedback: vec![accepted("r3")], review: vec![] };
+        store.commit(&later).await.expect("commit");
+        let unexamined = "SELECT COUNT(*) FROM impressions WHERE NOT has_feedback";
+        assert_eq!(count(&store, unexamined).await, 7, "a commit does not mark impressions");
+
+        // Chunks of 2: every impression is examined once, the ones without feedback deleted.
+        let max = store.last_seq().await.expect("last seq");
+        assert_eq!(store.compact_impressions(100, max, 2).await.expect("compact"), 4);
+        assert_eq!(count(&store, unexamined).await, 0);
+        let kept: Vec<String> = sqlx::query_scalar("SELECT request_id FROM impressions ORDER BY request_id")
+            .fetch_all(&store.pool)
+            .await
+            .expect("kept");
+        assert_eq!(kept, ["r0", "r3", "r6"]);
+        assert_eq!(store.compact(100, None, max).await.expect("again").impressions, 0);
+
+        // Erasure unlinks u1's feedback (r0 and r3), not u2's, and deletes u1's impressions.
+        let (_, impressions, feedback) = store.erase_user("u1", 30).await.expect("erase");
+        assert_eq!((impressions, feedback), (2, 2));
+        let linked = "SELECT COUNT(*) FROM events WHERE kind = 'feedback' AND user_id IS NOT NULL";
+        assert_eq!(count(&store, linked).await, 1);
+        assert_eq!(count(&store, "SELECT COUNT(*) FROM events WHERE kind = 'feedback'").await, 3);
+        assert_eq!(store.erase_user("u1", 40).await.expect("again").2, 0);
         drop_schema(store, &schema).await;
     }
 

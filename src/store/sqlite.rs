@@ -428,7 +428,7 @@ async fn commit_plan<'k>(
     let bodies = cpu_bound(|| plan.encode());
     // The impressions `fed` names are not marked here: compaction finds their feedback through
     // the keys (see UNEXAMINED_IMPRESSIONS).
-    let Appends { impressions: imps, feedback: fb, fed: _, outcomes } = plan.settle(bodies?);
+    let Appends { impressions: imps, feedback: fb, outcomes } = plan.settle(bodies?);
 
     let seqs = insert_events(conn, at_ms, "impression", imps.user_ids.iter().zip(imps.bodies)).await?;
     let rows = imps.request_ids.iter().zip(&imps.user_ids).zip(seqs);
