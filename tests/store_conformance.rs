@@ -159,6 +159,7 @@ macro_rules! conformance_suite {
             suite_case!($make, store, compaction_of_feedback_respects_its_cut_and_forgets_its_keys);
             suite_case!($make, store, compaction_never_moves_last_seq_back);
             suite_case!($make, store, erase_user_deletes_impressions_unlinks_feedback_and_logs_a_tombstone);
+            suite_case!($make, store, erasure_after_compaction_still_unlinks_the_feedback_of_kept_impressions);
             suite_case!($make, store, keys_are_stored_listed_revoked_once_and_touched);
             suite_case!($make, store, concurrent_commits_all_land_with_unique_increasing_seqs);
             suite_case!($make, store, model_registry_stores_versions_and_the_log_names_the_live_one);
@@ -722,6 +723,32 @@ async fn compaction_never_moves_last_seq_back(store: Arc<dyn Store>) {
     assert_eq!(store.last_seq().await.expect("last seq"), last);
     let seqs = store.append(3_000, vec![EventBody::PolicyReset { user_id: "u-1".into() }]).await.expect("append");
     assert!(seqs[0] > last, "sequence numbers are never reused");
+}
+
+/// Compaction keeps the impressions with feedback, whichever commit brought it, and erasure
+/// still finds that feedback afterwards: both backends find a user's feedback through the user's
+/// impressions (migration 5).
+async fn erasure_after_compaction_still_unlinks_the_feedback_of_kept_impressions(store: Arc<dyn Store>) {
+    let impressions =
+        (0..7).map(|i| impression(&format!("r{i}"), if i < 5 { "u-1" } else { "u-2" }, &["c-1"])).collect();
+    // r0, r3 and r6 get feedback; r3's comes in a later commit.
+    let first = vec![vec![fb("r0", "c-1", Outcome::Accepted)], vec![fb("r6", "c-1", Outcome::Rejected)]];
+    commit(&store, batch(1_000, impressions, first)).await;
+    commit(&store, batch(2_000, vec![], vec![vec![fb("r3", "c-1", Outcome::Accepted)]])).await;
+    let max_seq = store.last_seq().await.expect("last seq");
+
+    assert_eq!(store.compact(5_000, None, max_seq).await.expect("compact").impressions, 4);
+    for (id, kept) in [("r0", true), ("r1", false), ("r2", false), ("r3", true), ("r4", false), ("r6", true)] {
+        assert_eq!(store.impression(id).await.expect("lookup").is_some(), kept, "{id}");
+    }
+
+    let (_, impressions, feedback) = store.erase_user("u-1", 6_000).await.expect("erase");
+    assert_eq!((impressions, feedback), (2, 2));
+    let events = all_events(&store).await;
+    let users: Vec<Option<&str>> = feedback_of(&events).iter().map(|f| f.user_id.as_deref()).collect();
+    assert_eq!(users, vec![None, Some("u-2"), None]);
+    assert!(impressions_of(&events).iter().all(|i| i.user_id == "u-2"));
+    assert_eq!(store.erase_user("u-1", 7_000).await.expect("again").2, 0);
 }
 
 async fn erase_user_deletes_impressions_unlinks_feedback_and_logs_a_tombstone(store: Arc<dyn Store>) {
