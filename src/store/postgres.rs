@@ -246,8 +246,6 @@ impl PostgresStore {
         Ok(LogTx { tx, head, last: head, _local: local })
     }
 
-    /// Runs `delete` (a `DELETE FROM events` of at most `$3` rows, filtered by `$1` and `$2`)
-    /// in one log transaction after another until it deletes fewer than `chunk`.
     /// Compaction of impressions older than `before_ms` (and at most `max_seq`) that it has not
     /// examined yet, one log transaction per `chunk` of them: deletes those without feedback,
     /// marks the others. Returns how many it deleted.
@@ -278,6 +276,8 @@ impl PostgresStore {
         }
     }
 
+    /// Runs `delete` (a `DELETE FROM events` of at most `$3` rows, filtered by `$1` and `$2`)
+    /// in one log transaction after another until it deletes fewer than `chunk`.
     async fn delete_chunked(&self, delete: &'static str, a: i64, b: i64, chunk: i64) -> Result<u64, StoreError> {
         let mut total = 0;
         loop {

@@ -426,8 +426,8 @@ async fn commit_plan<'k>(
     plan.validate()?;
     plan.mark_stored_keys(stored);
     let bodies = cpu_bound(|| plan.encode());
-    // The impressions `fed` names are not marked here: compaction finds their feedback through
-    // the keys (see UNEXAMINED_IMPRESSIONS).
+    // The impressions the feedback joins are not marked here: compaction finds their feedback
+    // through the keys (see UNEXAMINED_IMPRESSIONS).
     let Appends { impressions: imps, feedback: fb, outcomes } = plan.settle(bodies?);
 
     let seqs = insert_events(conn, at_ms, "impression", imps.user_ids.iter().zip(imps.bodies)).await?;
