@@ -196,7 +196,7 @@ wrk_result() {
     fi
 }
 
-# cpu_mark NAME: the server's CPU time so far (user + system, clock ticks) by thread kind, and
+# cpu_mark NAME: the server's CPU time so far (user + system, clock ticks) by thread, and
 # its bytes through read and write calls (/proc/PID/io rchar and wchar: files, and the socket
 # writes of its answers; sockets are read with recvfrom, which is not counted), into
 # cpu_NAME.json. Two marks around a phase give its CPU per request: on this shared, noisy
@@ -205,19 +205,19 @@ cpu_mark() {
     python3 - "$SERVER_PID" >"$WORK/cpu_$1.json" <<'PY'
 import json, os, sys
 kinds = {"tokio-rt-worker": "async", "guardrank-learn": "learner"}
-ticks = {"async": 0, "sqlite": 0, "learner": 0, "other": 0}
+threads = {}
 base = f"/proc/{sys.argv[1]}/task"
 for tid in os.listdir(base):
     try:
         stat = open(f"{base}/{tid}/stat").read()
     except OSError:
-        continue  # a thread that ended meanwhile; its time is in no later mark either
+        continue  # a thread that ended meanwhile
     comm = stat[stat.index("(") + 1:stat.rindex(")")]
     fields = stat[stat.rindex(")") + 2:].split()
     kind = "sqlite" if comm.startswith("sqlx-sqlite") else kinds.get(comm, "other")
-    ticks[kind] += int(fields[11]) + int(fields[12])  # utime, stime
+    threads[tid] = [kind, int(fields[11]) + int(fields[12])]  # utime + stime
 io = dict(line.split(": ") for line in open(f"/proc/{sys.argv[1]}/io").read().splitlines())
-print(json.dumps({"ticks": ticks, "hz": os.sysconf("SC_CLK_TCK"), "wchar": int(io["wchar"]), "rchar": int(io["rchar"])}))
+print(json.dumps({"threads": threads, "hz": os.sysconf("SC_CLK_TCK"), "wchar": int(io["wchar"]), "rchar": int(io["rchar"])}))
 PY
 }
 
@@ -536,15 +536,20 @@ res = {
 def cpu(phase, n):
     # The server's CPU per request (per event for feedback) in a phase, in microseconds, by
     # thread kind: async workers (HTTP, JSON, scoring), SQLite's connection threads, the learner.
+    # Per thread, so a thread that ends during the phase (an idle blocking-pool thread) takes
+    # only its time in the phase with it, not all of its time before.
     a, b = load(f"cpu_{phase}_start.json"), load(f"cpu_{phase}_end.json")
-    us = {k: (b["ticks"][k] - a["ticks"][k]) / b["hz"] * 1e6 / max(n, 1) for k in b["ticks"]}
+    us = {"async": 0.0, "sqlite": 0.0, "learner": 0.0, "other": 0.0}
+    for tid, (kind, ticks) in b["threads"].items():
+        before = a["threads"].get(tid, [kind, 0])[1]
+        us[kind] += (ticks - before) / b["hz"] * 1e6 / max(n, 1)
     us["total"] = sum(us.values())
     out = {k: round(v, 1) for k, v in us.items()}
     out["written_bytes"] = round((b["wchar"] - a["wchar"]) / max(n, 1))
     out["read_bytes"] = round((b["rchar"] - a["rchar"]) / max(n, 1))
     return out
 ol_requests = sum(ol.get("statusCodeDistribution", {}).values())
-res["server_cpu_us"] = {
+res["server_per_request"] = {
     "healthz_per_request": cpu("healthz", h["requests"]),
     "rank_per_request": cpu("rank", rk["requests"]),
     "open_loop_per_request": cpu("open_loop", ol_requests),
@@ -603,7 +608,7 @@ print(f"feedback: {f['recorded']:,} events recorded in {f['measured_s']} s ({f['
       + ("; POOL EXHAUSTED before the end (rate measured over the shorter window)" if f["pool_exhausted"] else ""))
 print(f"rank bodies: {pool['bodies']} bodies, {pool['body_bytes_mean']} B mean, {pool['candidates_per_body']} candidates, "
       f"{pool['insecure_candidate_share']:.0%} insecure; server non-2xx on /v1: {res['server']['non_2xx_on_v1']}")
-c = res["server_cpu_us"]
+c = res["server_per_request"]
 def cpu_line(name, v):
     return (f"  {name}: {v['total']:,.1f} us (async workers {v['async']:,.1f}, SQLite {v['sqlite']:,.1f}, "
             f"learner {v['learner']:,.1f}, other {v['other']:,.1f}); "
