@@ -199,8 +199,9 @@ wrk_result() {
 # cpu_mark NAME: the server's CPU time so far (user + system, clock ticks) by thread, and
 # its bytes through read and write calls (/proc/PID/io rchar and wchar: files, and the socket
 # writes of its answers; sockets are read with recvfrom, which is not counted), into
-# cpu_NAME.json. Two marks around a phase give its CPU per request: on this shared, noisy
-# machine a steadier figure than throughput, which moves with the neighbours (BENCHMARKS.md).
+# cpu_NAME.json. Two marks around a phase give its cost per request: where the server's time
+# goes, and how many bytes it moves (nearly the same run to run), which throughput alone does
+# not say (BENCHMARKS.md, "Where a rank request's writes go").
 cpu_mark() {
     python3 - "$SERVER_PID" >"$WORK/cpu_$1.json" <<'PY'
 import json, os, sys
@@ -613,8 +614,8 @@ def cpu_line(name, v):
     return (f"  {name}: {v['total']:,.1f} us (async workers {v['async']:,.1f}, SQLite {v['sqlite']:,.1f}, "
             f"learner {v['learner']:,.1f}, other {v['other']:,.1f}); "
             f"{v['written_bytes']:,} B written, {v['read_bytes']:,} B read")
-print("server CPU time (user + system, all threads), steadier than throughput on a shared machine, and bytes")
-print("through write and read calls (written: answers, WAL, checkpoints; read: files only, WAL and database):")
+print("server cost per request: CPU time (user + system) by thread kind, and bytes through write and read")
+print("calls (written: answers, WAL, checkpoints; read: files only, WAL and database):")
 print(cpu_line("a. per /healthz request", c["healthz_per_request"]))
 print(cpu_line("b. per rank request at saturation", c["rank_per_request"]))
 print(cpu_line("c. per rank request, open loop", c["open_loop_per_request"]))
