@@ -17,7 +17,9 @@
 # load before (b), not measured; THREADS [2] and CONNECTIONS [64] of wrk; OPEN_LOOP_CONNECTIONS
 # [64] of oha; OPEN_LOOP_RATE [half of (b)]; RANK_POOL [4096] bodies (= users);
 # FEEDBACK_BATCH [50]; CALIBRATION [2s] of feedback load that sizes the feedback pool;
-# FEEDBACK_POOL_FACTOR [2]: pool = calibrated events/s x DURATION x this; DURABILITY [unset:
+# FEEDBACK_POOL_FACTOR [2]: pool = calibrated events/s x DURATION x this; FEEDBACK_ORDER
+# [decisions]: the accept and rejects of one impression travel together, as a plugin sends
+# them ("events": every event on its own, the workload before 2026-11-23); DURABILITY [unset:
 # the default, process; "power" for synchronous=FULL]; PORT [0: any free];
 # SKIP_BUILD [0]; KEEP_DATA [0]: keep the data directory and the generated bodies;
 # PERF [unset]: phases to profile with `perf record` (for example "bd"): a flat profile of the
@@ -41,6 +43,7 @@ RANK_POOL=${RANK_POOL:-4096}
 FEEDBACK_BATCH=${FEEDBACK_BATCH:-50}
 CALIBRATION=${CALIBRATION:-2s}
 FEEDBACK_POOL_FACTOR=${FEEDBACK_POOL_FACTOR:-2}
+FEEDBACK_ORDER=${FEEDBACK_ORDER:-decisions}
 DURABILITY=${DURABILITY:-}
 PORT=${PORT:-0}
 SKIP_BUILD=${SKIP_BUILD:-0}
@@ -298,7 +301,7 @@ batches_for() { # NAME MAX_BATCHES PREPASS...
     for p in "$@"; do ids+=("$WORK"/impressions_"$p".*.tsv); done
     python3 scripts/loadtest_bodies.py feedback --meta "$WORK/rank_meta.json" \
         --ids "${ids[@]}" --out-prefix "$WORK/feedback_$name" --threads "$THREADS" \
-        --batch "$FEEDBACK_BATCH" --max-batches "$max"
+        --batch "$FEEDBACK_BATCH" --max-batches "$max" --order "$FEEDBACK_ORDER"
 }
 # wrk through the batches of batches_for NAME; every answer must be 200 with all its events
 # recorded and none a duplicate.

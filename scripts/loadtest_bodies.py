@@ -18,8 +18,11 @@ Two subcommands:
             file per wrk thread. Every (request_id, candidate_id, outcome) appears at most once
             across everything it writes: for each impression the user accepts one candidate
             (a secure one when there is one), rejects the three others and reports every
-            insecure one as insecure. Events of all impressions are shuffled together, so a
-            batch spans many impressions and users, as a plugin backend's would.
+            insecure one as insecure. What one user action sends stays together: the accept
+            and the three rejects of a decision, or one report. These groups, of all
+            impressions, are shuffled, so a batch of 50 spans about 24 impressions of as many
+            users, as a plugin backend's would (--order events shuffles single events
+            instead, the workload before 2026-11-23: about 50 impressions a batch).
 
 Both print a one-line JSON summary on stdout for the caller.
 """
@@ -191,18 +194,21 @@ def cmd_feedback(a: argparse.Namespace) -> None:
     if len(set(rids)) != len(rids):
         sys.exit("feedback: a request_id appears twice in the captured impressions")
     # One event is (impression, candidate, outcome), packed in an int to keep the shuffle cheap.
-    events: list[int] = []
+    # A group is what one user action sends: the decision on an impression (one accepted, the
+    # others rejected), or one report.
+    groups: list[list[int]] = []
     for n, (_, idx) in enumerate(impressions):
         labels = meta[idx]["labels"]
         secure = [k for k, lab in enumerate(labels) if lab == 0]
         accepted = rng.choice(secure or list(range(CANDIDATES)))
-        for k, lab in enumerate(labels):
-            events.append((n * CANDIDATES + k) * len(OUTCOMES) + (0 if k == accepted else 1))
-            if lab == 1:
-                events.append((n * CANDIDATES + k) * len(OUTCOMES) + 2)
+        groups.append([(n * CANDIDATES + k) * len(OUTCOMES) + (0 if k == accepted else 1) for k in range(CANDIDATES)])
+        groups.extend([(n * CANDIDATES + k) * len(OUTCOMES) + 2] for k, lab in enumerate(labels) if lab == 1)
+    if a.order == "events":
+        groups = [[e] for g in groups for e in g]
+    rng.shuffle(groups)
+    events = [e for g in groups for e in g]
     if len(set(events)) != len(events):
         sys.exit("feedback: duplicate event generated")
-    rng.shuffle(events)
     batches = len(events) // a.batch
     if a.max_batches is not None:
         batches = min(batches, a.max_batches)
@@ -230,6 +236,7 @@ def cmd_feedback(a: argparse.Namespace) -> None:
                 "events": batches * a.batch,
                 "batches": batches,
                 "events_per_batch": a.batch,
+                "order": a.order,
                 "threads": a.threads,
             }
         )
@@ -256,6 +263,13 @@ def main() -> None:
     f.add_argument("--batch", type=int, default=50)
     f.add_argument("--max-batches", type=int, default=None)
     f.add_argument("--seed", type=int, default=20261123)
+    f.add_argument(
+        "--order",
+        choices=("decisions", "events"),
+        default="decisions",
+        help="decisions: each impression's accept and rejects stay together, reports apart, in random order; "
+        "events: every event in random order",
+    )
     f.set_defaults(func=cmd_feedback)
     a = p.parse_args()
     a.func(a)

@@ -13,7 +13,8 @@
 #        DURATION=5s scripts/loadtest_replicas.sh        # a smoke run
 # Environment [defaults]: PG_URL [postgres://postgres@127.0.0.1:5432/test]; REPLICAS [2];
 # DURATION [20s] per measured phase; WARMUP [2s]; CONNECTIONS [64] in all, split evenly;
-# IMPRESSIONS [40000] for the feedback pool (about 5.7 events each); SKIP_BUILD [0].
+# IMPRESSIONS [40000] for the feedback pool (about 5.7 events each); FEEDBACK_ORDER [decisions]
+# (as in scripts/loadtest.sh); SKIP_BUILD [0].
 # Needs: bash, curl, python3 >= 3.11, psql; installs wrk (apt) if missing.
 set -euo pipefail
 
@@ -161,7 +162,7 @@ pkill -INT -P "$PRE" wrk 2>/dev/null || true
 wait "$PRE" || die "pre-pass failed"
 python3 scripts/loadtest_bodies.py feedback --meta "$WORK/rank_meta.json" \
     --ids "$WORK"/impressions_r*.0.tsv --out-prefix "$WORK/feedback" --threads "$REPLICAS" \
-    --batch 50 >"$WORK/feedback_pool.json"
+    --batch 50 --order "${FEEDBACK_ORDER:-decisions}" >"$WORK/feedback_pool.json"
 for k in $(seq 0 $((REPLICAS - 1))); do ln -sf "$WORK/feedback.$k.jsonl" "$WORK/feedback_r$k.0.jsonl"; done
 sleep 0.2 # the pre-pass's last impressions reach the store (impression_flush_ms = 50)
 
