@@ -944,6 +944,18 @@ mod tests {
         assert!(matches!(&err, StoreError::Corrupt(m) if m.contains(&format!("event {}", seqs[0]))), "{err}");
     }
 
+    #[tokio::test]
+    async fn sqlite_is_built_with_the_repository_s_compile_options() {
+        // .cargo/config.toml sets them through LIBSQLITE3_FLAGS; a build that lost them (another
+        // variable name in a new libsqlite3-sys, say) would still work, only slower.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("g.db"), Durability::Process).await.expect("open");
+        let options: Vec<String> =
+            sqlx::query_scalar("PRAGMA compile_options").fetch_all(&store.read).await.expect("compile options");
+        assert!(options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"), "{options:?}");
+        assert!(!options.iter().any(|o| o == "ENABLE_MEMORY_MANAGEMENT"), "{options:?}");
+    }
+
     fn impression(request_id: &str, user_id: &str) -> Impression {
         Impression {
             request_id: request_id.into(),
