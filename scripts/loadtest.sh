@@ -537,7 +537,7 @@ res = {
                "users_seen": pool["users"], "data_dir_mb": round($DB_BYTES / 1048576, 1)},
     "server": {"non_2xx_on_v1": $NON_2XX_SERVER, "impressions_dropped": $IMPRESSIONS_DROPPED},
 }
-def cpu(phase, n):
+def per_request(phase, n):
     # The server's CPU per request (per event for feedback) in a phase, in microseconds, by
     # thread kind: async workers (HTTP, JSON, scoring), SQLite's connection threads, the learner.
     # Per thread, so a thread that ends during the phase (an idle blocking-pool thread) takes
@@ -554,10 +554,10 @@ def cpu(phase, n):
     return out
 ol_requests = sum(ol.get("statusCodeDistribution", {}).values())
 res["server_per_request"] = {
-    "healthz_per_request": cpu("healthz", h["requests"]),
-    "rank_per_request": cpu("rank", rk["requests"]),
-    "open_loop_per_request": cpu("open_loop", ol_requests),
-    "feedback_per_event": cpu("feedback", fb["recorded"]),
+    "healthz_per_request": per_request("healthz", h["requests"]),
+    "rank_per_request": per_request("rank", rk["requests"]),
+    "open_loop_per_request": per_request("open_loop", ol_requests),
+    "feedback_per_event": per_request("feedback", fb["recorded"]),
 }
 res["targets"] = {
     "rank_rps_at_least_half_healthz": res["rank_saturation"]["rps"] >= res["healthz"]["rps"] / 2,
