@@ -18,10 +18,13 @@ pub use spec::{Examples, Mode, RuleError, RuleFile, RuleSpec, Severity, Target};
 use crate::lang::Language;
 use crate::lexer::{Lexed, lex};
 use prefilter::{Literals, Need, Prefilter};
-use regex::{Regex, RegexBuilder};
+use regex_automata::meta::{self, Cache, Regex};
+use regex_automata::util::iter::Searcher;
+use regex_automata::util::syntax;
+use regex_automata::{Input, MatchKind};
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 /// At most this many hits are reported per scan (a pathological file cannot flood the output).
 pub const MAX_HITS: usize = 256;
@@ -54,18 +57,21 @@ impl LazyRegex {
     }
 
     /// The matcher for a subject: the ASCII twin if the subject is ASCII (and the twin builds,
-    /// which it always should), else the pattern itself.
-    fn matcher(&self, ascii: bool) -> Option<&Regex> {
+    /// which it always should), else the pattern itself; with the index of its cache among
+    /// the pattern's two ([`CacheSet`]: 0 the pattern's, 1 the twin's).
+    fn matcher(&self, ascii: bool) -> Option<(&Regex, usize)> {
         let twin = || {
             self.twin
                 .get_or_init(|| {
                     build_regex(&self.twin_src)
-                        .map_err(|e| tracing::warn!(pattern = %self.src, error = %e, "ascii twin failed to build"))
+                        .map_err(|e| tracing::warn!(pattern = %self.src, error = %describe(&e), "ascii twin failed to build"))
                         .ok()
                 })
                 .as_ref()
+                .map(|r| (r, 1))
         };
-        if ascii { twin().or_else(|| self.get()) } else { self.get() }
+        let own = || self.get().map(|r| (r, 0));
+        if ascii { twin().or_else(own) } else { own() }
     }
 
     fn get(&self) -> Option<&Regex> {
@@ -73,7 +79,7 @@ impl LazyRegex {
             .get_or_init(|| match build_regex(&self.src) {
                 Ok(r) => Some(r),
                 Err(e) => {
-                    tracing::error!(pattern = %self.src, error = %e, "pattern failed to build; it never matches");
+                    tracing::error!(pattern = %self.src, error = %describe(&e), "pattern failed to build; it never matches");
                     None
                 }
             })
@@ -82,7 +88,7 @@ impl LazyRegex {
 
     /// Builds the matcher now, reporting failure.
     fn force(&self) -> Result<(), String> {
-        if self.get().is_some() { Ok(()) } else { build_regex(&self.src).map(|_| ()).map_err(|e| e.to_string()) }
+        if self.get().is_some() { Ok(()) } else { build_regex(&self.src).map(|_| ()).map_err(|e| describe(&e)) }
     }
 }
 
@@ -117,10 +123,83 @@ pub struct RulePack {
     literals: Literals,
     /// Index per language; `None` is text of unknown language (only `*` rules).
     by_lang: BTreeMap<Option<Language>, LangIndex>,
+    /// Where each rule's [`CacheSet`] starts in a set of the pool, and where the last ends.
+    cache_offsets: Vec<usize>,
+    caches: CachePool,
 }
 
-fn build_regex(p: &str) -> Result<Regex, regex::Error> {
-    RegexBuilder::new(p).multi_line(true).size_limit(SIZE_LIMIT).build()
+/// A pattern's matcher, configured as `regex::RegexBuilder::new(p).multi_line(true)` with the
+/// NFA size limit raised configures it (the `regex` crate is a thin layer over this), but used
+/// with caches the pack owns ([`CachePool`]) instead of the crate's per-regex pools.
+fn build_regex(p: &str) -> Result<Regex, Box<meta::BuildError>> {
+    meta::Builder::new()
+        .configure(
+            meta::Config::new()
+                .match_kind(MatchKind::LeftmostFirst)
+                .utf8_empty(true)
+                .nfa_size_limit(Some(SIZE_LIMIT))
+                .hybrid_cache_capacity(2 << 20),
+        )
+        .syntax(syntax::Config::new().multi_line(true).utf8(true))
+        .build(p)
+        .map_err(Box::new)
+}
+
+/// A build error with its cause (the error's own text is only "error building NFA").
+fn describe(e: &meta::BuildError) -> String {
+    match std::error::Error::source(e) {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
+}
+
+/// The search caches of one rule's matchers: two per pattern and per unless pattern (the
+/// pattern's own and its ASCII twin's), patterns first. Created on first use.
+type CacheSet = [Option<Cache>];
+
+fn cache_of<'c>(caches: &'c mut CacheSet, slot: usize, re: &Regex) -> Option<&'c mut Cache> {
+    let c = caches.get_mut(slot)?;
+    Some(c.get_or_insert_with(|| re.create_cache()))
+}
+
+fn empty_caches(n: usize) -> Vec<Option<Cache>> {
+    std::iter::repeat_with(|| None).take(n).collect()
+}
+
+/// The pack's sets of matcher caches, one per scan in progress.
+///
+/// A lazy DFA must keep a mutable cache per search. The `regex` crate keeps one pool per
+/// regex: its first thread's cache, plus stacks chosen by thread id, and a thread whose stack
+/// is empty makes a new cache even when other stacks hold spares. A server's async workers
+/// move between OS threads (`block_in_place` hands a worker to another thread), so over a
+/// load test every one of ~2,300 regexes came to hold a cache for most of 9 slots: about
+/// 250 MB (BENCHMARKS.md). Here a scan takes one whole set for all the patterns it runs and
+/// gives it back, so there are as many sets as scans ever ran at once, whatever the threads.
+#[derive(Debug)]
+struct CachePool {
+    free: Mutex<Vec<Vec<Option<Cache>>>>,
+    /// Caches in a set.
+    len: usize,
+    /// Sets kept for reuse at most; a scan beyond them makes a set and drops it after.
+    keep: usize,
+}
+
+impl CachePool {
+    fn new(len: usize) -> CachePool {
+        let keep = std::thread::available_parallelism().map_or(4, |n| n.get() + 1);
+        CachePool { free: Mutex::new(Vec::new()), len, keep }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut Vec<Option<Cache>>) -> R) -> R {
+        let taken = self.free.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let mut set = taken.unwrap_or_else(|| empty_caches(self.len));
+        let out = f(&mut set);
+        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
+        if free.len() < self.keep {
+            free.push(set);
+        }
+        out
+    }
 }
 
 impl CompiledRule {
@@ -191,10 +270,16 @@ impl CompiledRule {
         let subject = self.subject(&lexed);
         let ascii = subject.is_ascii();
         let mut out = Vec::new();
+        let mut caches = empty_caches(self.cache_count());
         for p in 0..self.patterns.len() {
-            self.pattern_hits(p, subject, ascii, &mut |s, e| out.push((s, e)));
+            self.pattern_hits(p, subject, ascii, &mut caches, &mut |s, e| out.push((s, e)));
         }
         out
+    }
+
+    /// The length of this rule's [`CacheSet`].
+    fn cache_count(&self) -> usize {
+        2 * (self.patterns.len() + self.unless.len())
     }
 
     fn subject<'a>(&self, lexed: &'a Lexed<'_>) -> &'a str {
@@ -206,19 +291,38 @@ impl CompiledRule {
 
     /// Hits of pattern `p` in `subject`; `ascii` tells that the subject is ASCII, so that the
     /// patterns' ASCII twins may run.
-    fn pattern_hits(&self, p: usize, subject: &str, ascii: bool, f: &mut dyn FnMut(usize, usize)) {
-        let Some(re) = self.patterns.get(p).and_then(|r| r.matcher(ascii)) else {
+    /// `caches` is this rule's [`CacheSet`].
+    fn pattern_hits(
+        &self,
+        p: usize,
+        subject: &str,
+        ascii: bool,
+        caches: &mut CacheSet,
+        f: &mut dyn FnMut(usize, usize),
+    ) {
+        let Some((re, which)) = self.patterns.get(p).and_then(|r| r.matcher(ascii)) else {
             return;
         };
-        for m in re.find_iter(subject) {
+        let (own, unless) = caches.split_at_mut(2 * self.patterns.len());
+        let Some(cache) = cache_of(own, 2 * p + which, re) else {
+            return;
+        };
+        // As `regex::Regex::find_iter` iterates (empty matches included), with our cache.
+        let mut it = Searcher::new(Input::new(subject));
+        while let Some(m) = it.advance(|input| Ok(re.search_with(cache, input))) {
             if m.start() == m.end() {
                 continue;
             }
             if !self.unless.is_empty() {
                 let ls = subject[..m.start()].rfind('\n').map_or(0, |i| i + 1);
                 let le = subject[m.end()..].find('\n').map_or(subject.len(), |i| m.end() + i);
-                let region = &subject[ls..le];
-                if self.unless.iter().filter_map(|u| u.matcher(ascii)).any(|u| u.is_match(region)) {
+                let region = Input::new(&subject[ls..le]).earliest(true);
+                let excused = self.unless.iter().enumerate().any(|(u, lazy)| {
+                    lazy.matcher(ascii).is_some_and(|(ure, w)| {
+                        cache_of(unless, 2 * u + w, ure).is_some_and(|c| ure.search_half_with(c, &region).is_some())
+                    })
+                });
+                if excused {
                     continue;
                 }
             }
@@ -263,7 +367,13 @@ impl RulePack {
             };
             by_lang.insert(key, LangIndex { masked: index(Target::Masked), raw: index(Target::Raw) });
         }
-        Ok(RulePack { rules: dedup, literals: literals.build(), by_lang })
+        let mut cache_offsets = Vec::with_capacity(dedup.len() + 1);
+        cache_offsets.push(0);
+        for r in &dedup {
+            cache_offsets.push(cache_offsets.last().copied().unwrap_or(0) + r.cache_count());
+        }
+        let caches = CachePool::new(cache_offsets.last().copied().unwrap_or(0));
+        Ok(RulePack { rules: dedup, literals: literals.build(), by_lang, cache_offsets, caches })
     }
 
     /// The built-in pack (data/rules/ compiled into the binary).
@@ -319,18 +429,26 @@ impl RulePack {
         };
         // One read of the raw text serves both subjects ([`Literals::scan_lexed`]).
         let (masked_seen, raw_seen) = self.literals.scan_lexed(&lexed.masked, lexed.text);
-        for (prefilter, subject, seen) in [
-            (&idx.masked, &*lexed.masked, &masked_seen),
-            (&idx.raw, lexed.text, raw_seen.as_ref().unwrap_or(&masked_seen)),
-        ] {
-            let ascii = subject.is_ascii();
-            prefilter.candidates(seen, |ri, pi| {
-                let Some(rule) = self.rules.get(ri as usize) else { return };
-                rule.pattern_hits(pi as usize, subject, ascii, &mut |s, e| {
-                    hits.push(Hit { rule: ri, start: s as u32, end: e as u32 });
+        self.caches.with(|caches| {
+            for (prefilter, subject, seen) in [
+                (&idx.masked, &*lexed.masked, &masked_seen),
+                (&idx.raw, lexed.text, raw_seen.as_ref().unwrap_or(&masked_seen)),
+            ] {
+                let ascii = subject.is_ascii();
+                prefilter.candidates(seen, |ri, pi| {
+                    let ri_ = ri as usize;
+                    let (Some(rule), Some(&from), Some(&to)) =
+                        (self.rules.get(ri_), self.cache_offsets.get(ri_), self.cache_offsets.get(ri_ + 1))
+                    else {
+                        return;
+                    };
+                    let Some(set) = caches.get_mut(from..to) else { return };
+                    rule.pattern_hits(pi as usize, subject, ascii, set, &mut |s, e| {
+                        hits.push(Hit { rule: ri, start: s as u32, end: e as u32 });
+                    });
                 });
-            });
-        }
+            }
+        });
         ordered(hits)
     }
 }
@@ -466,6 +584,44 @@ pub(crate) mod tests {
         assert_eq!(li.position(off), Position { line: 2, column: 4 });
         assert_eq!(li.position(1), Position { line: 1, column: 1 });
         assert_eq!(li.position(999).line, 3);
+    }
+
+    /// The pack's sets of matcher caches follow how many scans ran at once, not which threads
+    /// ran them: the `regex` crate's pools grew a cache per regex for most threads that
+    /// searched with it, and a server's workers move between threads.
+    #[test]
+    fn scans_on_ever_new_threads_share_one_set_of_caches() {
+        let pack = RulePack::new(vec![
+            CompiledRule::compile(rule("t.a", &[r"os\.system\("], &[r"shlex"], Target::Masked)).expect("compiles"),
+            CompiledRule::compile(rule("t.b", &[r"eval\("], &[], Target::Masked)).expect("compiles"),
+        ])
+        .expect("pack");
+        let sets = |p: &RulePack| p.caches.free.lock().map(|f| f.len()).unwrap_or(usize::MAX);
+        assert_eq!(sets(&pack), 0);
+        let scan = |text: &str| pack.scan(&lex(text, Some(Language::Python)), Some(Language::Python)).len();
+        for _ in 0..6 {
+            std::thread::scope(|s| {
+                let t = s.spawn(|| scan("os.system(cmd)\neval(x)\n"));
+                assert_eq!(t.join().ok(), Some(2));
+            });
+        }
+        assert_eq!(sets(&pack), 1, "six threads one after another need one set");
+        // Both patterns and the unless pattern (ASCII twins) made their caches in that set.
+        let made = |p: &RulePack| p.caches.free.lock().map(|f| f[0].iter().flatten().count()).unwrap_or(0);
+        assert_eq!(made(&pack), 3);
+        // Concurrent scans take a set each and give it back.
+        let barrier = std::sync::Barrier::new(3);
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                s.spawn(|| {
+                    pack.caches.with(|_| {
+                        barrier.wait();
+                    })
+                });
+            }
+        });
+        assert_eq!(sets(&pack), 3.min(pack.caches.keep));
+        assert_eq!(scan("os.system(shlex.quote(cmd))\n"), 0, "the unless pattern still applies");
     }
 
     #[test]

@@ -536,8 +536,9 @@ mod tests {
                 continue;
             }
             let subject = r.subject(lexed);
+            let mut caches = crate::rules::empty_caches(r.cache_count());
             for pi in 0..r.patterns.len() {
-                r.pattern_hits(pi, subject, false, &mut |s, e| {
+                r.pattern_hits(pi, subject, false, &mut caches, &mut |s, e| {
                     hits.push(Hit { rule: ri as u32, start: s as u32, end: e as u32 });
                 });
             }
