@@ -128,9 +128,9 @@ pub struct RulePack {
     caches: CachePool,
 }
 
-/// A pattern's matcher, configured as `regex::RegexBuilder::new(p).multi_line(true)` with the
-/// NFA size limit raised configures it (the `regex` crate is a thin layer over this), but used
-/// with caches the pack owns ([`CachePool`]) instead of the crate's per-regex pools.
+/// A pattern's matcher, configured as `regex::RegexBuilder::new(p).multi_line(true)
+/// .size_limit(SIZE_LIMIT)` configures it (the `regex` crate is a thin layer over this), but
+/// searched with caches the pack owns ([`CachePool`]) instead of the crate's per-regex pools.
 fn build_regex(p: &str) -> Result<Regex, Box<meta::BuildError>> {
     meta::Builder::new()
         .configure(
