@@ -190,7 +190,7 @@ impl CachePool {
         CachePool { free: Mutex::new(Vec::new()), len, keep }
     }
 
-    fn with<R>(&self, f: impl FnOnce(&mut Vec<Option<Cache>>) -> R) -> R {
+    fn with<R>(&self, f: impl FnOnce(&mut CacheSet) -> R) -> R {
         let taken = self.free.lock().unwrap_or_else(PoisonError::into_inner).pop();
         let mut set = taken.unwrap_or_else(|| empty_caches(self.len));
         let out = f(&mut set);
@@ -436,13 +436,7 @@ impl RulePack {
             ] {
                 let ascii = subject.is_ascii();
                 prefilter.candidates(seen, |ri, pi| {
-                    let ri_ = ri as usize;
-                    let (Some(rule), Some(&from), Some(&to)) =
-                        (self.rules.get(ri_), self.cache_offsets.get(ri_), self.cache_offsets.get(ri_ + 1))
-                    else {
-                        return;
-                    };
-                    let Some(set) = caches.get_mut(from..to) else { return };
+                    let Some((rule, set)) = self.rule_and_caches(ri as usize, caches) else { return };
                     rule.pattern_hits(pi as usize, subject, ascii, set, &mut |s, e| {
                         hits.push(Hit { rule: ri, start: s as u32, end: e as u32 });
                     });
@@ -450,6 +444,12 @@ impl RulePack {
             }
         });
         ordered(hits)
+    }
+
+    /// Rule `ri` and its part of a set of the pack's caches.
+    fn rule_and_caches<'c>(&self, ri: usize, caches: &'c mut CacheSet) -> Option<(&CompiledRule, &'c mut CacheSet)> {
+        let (from, to) = (*self.cache_offsets.get(ri)?, *self.cache_offsets.get(ri + 1)?);
+        Some((self.rules.get(ri)?, caches.get_mut(from..to)?))
     }
 }
 
